@@ -1,0 +1,199 @@
+"""Assemble a loadable WolofMRL model folder from backbones (+ the trained delta, when there is one).
+
+    python -m wolofmrl.build --out checkpoints/wolofmrl-base                # offline: converted package weights
+    python -m wolofmrl.build --out checkpoints/wolofmrl-base --hub          # online: openai/whisper-base + mE5-small
+    python -m wolofmrl.build --out checkpoints/x --strategy dual --delta none
+
+The folder holds config.json (with auto_map), model.safetensors, the processor and tokenizer files and the three
+root .py files, so `AutoModel.from_pretrained(folder, trust_remote_code=True)` works from any directory.
+Frozen backbones are never committed: the repo keeps only `weights/<name>/delta.safetensors` (what training
+changed) and this builder applies it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # the root files are the Hub model; the library imports them, never the reverse
+    sys.path.insert(0, str(ROOT))
+
+from configuration_wolofmrl import WolofMRLConfig  # noqa: E402
+from modeling_wolofmrl import WolofMRLModel  # noqa: E402
+from processing_wolofmrl import WolofMRLProcessor  # noqa: E402
+
+WEIGHTS = ROOT / "weights"
+HUB_BACKBONES = {"whisper-base": "openai/whisper-base", "whisper-tiny.en": "openai/whisper-tiny.en",
+                 "multilingual-e5-small": "intfloat/multilingual-e5-small",
+                 "all-MiniLM-L6-v2": "sentence-transformers/all-MiniLM-L6-v2"}
+TEXT_POOLING = {"multilingual-e5-small": "mean", "all-MiniLM-L6-v2": "mean"}
+PREFIXES = {"multilingual-e5-small": ("query: ", "passage: "), "all-MiniLM-L6-v2": ("", "")}
+MARKER = "wolofmrl_build.json"
+
+
+def backbone_path(name: str, hub: bool = False, root: str | Path | None = None) -> str:
+    """Local folder of a converted backbone, or its Hub id when `hub=True`."""
+    if hub:
+        if name not in HUB_BACKBONES:
+            raise ValueError(f"unknown backbone {name!r}; known: {sorted(HUB_BACKBONES)}")
+        return HUB_BACKBONES[name]
+    if Path(name).is_dir():
+        return str(name)
+    from wolofmrl.convert import ensure_backbone
+
+    return str(ensure_backbone(name, root=root or ROOT / "build" / "backbones"))
+
+
+def fusion_token_ids(tokenizer, query_prefix: str) -> tuple[list[int], list[int]]:
+    """Ids of `<s> query:` before and `</s>` after the speech tokens: speech enters like a query."""
+    ids = tokenizer(query_prefix.strip(), add_special_tokens=True)["input_ids"]
+    suffix = [ids[-1]] if ids and ids[-1] in tokenizer.all_special_ids else []
+    return ids[: len(ids) - len(suffix)], suffix
+
+
+def load_delta_dir(name_or_dir: str | Path | None) -> tuple[Path | None, dict]:
+    """A trained delta folder: `delta.safetensors` + `config_overrides.json` (the WolofMRLConfig fields it used)."""
+    if name_or_dir in (None, "none"):
+        return None, {}
+    path = Path(name_or_dir)
+    if not path.is_dir():
+        path = WEIGHTS / str(name_or_dir)
+    if not (path / "delta.safetensors").is_file():
+        raise FileNotFoundError(f"no delta.safetensors in {path}; train one (train/train.py) or pass --delta none")
+    overrides_file = path / "config_overrides.json"
+    overrides = json.loads(overrides_file.read_text()) if overrides_file.is_file() else {}
+    return path, overrides
+
+
+def default_delta(strategy: str) -> str | None:
+    """The committed trained delta for a strategy, if the repo has one."""
+    name = f"wolofmrl-{strategy}"
+    return name if (WEIGHTS / name / "delta.safetensors").is_file() else None
+
+
+def assemble(speech: str = "whisper-base", text: str = "multilingual-e5-small", strategy: str = "fusion",
+             delta: str | Path | None = None, hub: bool = False, backbone_root: str | Path | None = None,
+             **config_kwargs) -> tuple[WolofMRLModel, WolofMRLProcessor]:
+    """Build the model in memory: backbone weights loaded, frozen parts frozen, delta applied."""
+    from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoTokenizer
+
+    speech_dir = backbone_path(speech, hub, backbone_root)
+    text_dir = backbone_path(text, hub, backbone_root)
+    delta_dir, overrides = load_delta_dir(delta)
+    tokenizer = AutoTokenizer.from_pretrained(text_dir)
+    query_prefix, passage_prefix = PREFIXES.get(Path(text).name, ("query: ", "passage: "))
+    prefix_ids, suffix_ids = fusion_token_ids(tokenizer, query_prefix or "query:")
+    speech_config = AutoConfig.from_pretrained(speech_dir)
+    text_config = AutoConfig.from_pretrained(text_dir)
+    kwargs = dict(speech_config=speech_config.to_dict(), text_config=text_config.to_dict(), strategy=strategy,
+                  text_pooling=TEXT_POOLING.get(Path(text).name, "mean"), query_prefix=query_prefix,
+                  passage_prefix=passage_prefix, fusion_prefix_ids=prefix_ids, fusion_suffix_ids=suffix_ids)
+    kwargs.update(overrides)
+    kwargs.update(config_kwargs)
+    if kwargs["strategy"] != strategy:
+        raise ValueError(f"delta {delta_dir} was trained for strategy {kwargs['strategy']!r}, not {strategy!r}")
+    config = WolofMRLConfig(**kwargs)
+    model = WolofMRLModel(config)
+
+    speech_state = AutoModel.from_pretrained(speech_dir).state_dict()
+    if config.speech_config.model_type == "whisper":  # WhisperModel: keep the encoder's weights only
+        speech_state = {k[len("encoder."):]: v for k, v in speech_state.items() if k.startswith("encoder.")}
+    _load_strict(model.speech_tower.encoder, speech_state, speech_dir)
+    text_state = AutoModel.from_pretrained(text_dir).state_dict()
+    text_state = {k: v for k, v in text_state.items() if not k.startswith("pooler.")}
+    _load_strict(model.text_model, text_state, text_dir)
+    if delta_dir is not None:
+        model.load_delta(str(delta_dir / "delta.safetensors"))
+    model.apply_freezing()
+    model.eval()
+
+    feature_extractor = AutoFeatureExtractor.from_pretrained(speech_dir)
+    processor = WolofMRLProcessor(feature_extractor, tokenizer, query_prefix=query_prefix,
+                                  passage_prefix=passage_prefix, max_audio_seconds=config.max_audio_seconds)
+    return model, processor
+
+
+def _load_strict(module: torch.nn.Module, state: dict, source: str):
+    own = module.state_dict()
+    # buffers a checkpoint may omit (e.g. position_ids) keep their initial values
+    missing = [k for k in own if k not in state and not k.endswith("position_ids")]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        raise RuntimeError(f"backbone {source}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    module.load_state_dict({**own, **state})
+
+
+def save(model: WolofMRLModel, processor: WolofMRLProcessor, out: str | Path):
+    """save_pretrained with auto_map and the remote-code files, so the folder loads from anywhere."""
+    out = Path(out)
+    model.config.register_for_auto_class()
+    model.register_for_auto_class("AutoModel")
+    processor.register_for_auto_class("AutoProcessor")
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    for name in ("configuration_wolofmrl.py", "modeling_wolofmrl.py", "processing_wolofmrl.py"):
+        shutil.copy2(ROOT / name, out / name)  # all three, whatever save_pretrained chose to copy
+
+
+def build_key(**parts) -> str:
+    """Hash of what the folder is made of: the root code, the delta and the arguments."""
+    h = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode())
+    for name in ("configuration_wolofmrl.py", "modeling_wolofmrl.py", "processing_wolofmrl.py"):
+        h.update((ROOT / name).read_bytes())
+    delta_dir, _ = load_delta_dir(parts.get("delta"))
+    if delta_dir is not None:
+        for f in sorted(delta_dir.iterdir()):
+            h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def build(out: str | Path, force: bool = False, **kwargs) -> Path:
+    """Build (or reuse, when its inputs are unchanged) a model folder at `out`."""
+    out = Path(out)
+    key = build_key(**kwargs)
+    marker = out / MARKER
+    if not force and marker.is_file() and json.loads(marker.read_text()).get("key") == key:
+        return out
+    start = time.time()
+    model, processor = assemble(**kwargs)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=out.name + ".", dir=out.parent))
+    save(model, processor, tmp)
+    (tmp / MARKER).write_text(json.dumps({"key": key, "args": kwargs, "seconds": round(time.time() - start, 1)},
+                                         default=str, indent=1))
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)  # a killed build never leaves a folder that looks finished
+    return out
+
+
+def main(argv: list[str] | None = None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="checkpoints/wolofmrl-base")
+    p.add_argument("--speech", default="whisper-base", help="backbone name or a local HF folder")
+    p.add_argument("--text", default="multilingual-e5-small", help="backbone name or a local HF folder")
+    p.add_argument("--strategy", default="fusion", choices=["fusion", "dual"])
+    p.add_argument("--delta", default="auto",
+                   help="'auto' (the committed weights/wolofmrl-<strategy> if present), 'none', a name or a folder")
+    p.add_argument("--hub", action="store_true", help="take the original backbones from the Hugging Face Hub")
+    p.add_argument("--force", action="store_true")
+    args = p.parse_args(argv)
+    delta = default_delta(args.strategy) if args.delta == "auto" else args.delta
+    start = time.time()
+    out = build(args.out, force=args.force, speech=args.speech, text=args.text, strategy=args.strategy,
+                delta=delta, hub=args.hub)
+    size = sum(f.stat().st_size for f in out.iterdir()) / 2**20
+    print(f"built {out} ({size:.0f} MiB, delta: {delta or 'none (untrained adapter)'}) in {time.time() - start:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
