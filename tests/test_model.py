@@ -1,0 +1,104 @@
+"""WolofMRLModel on tiny random backbones (real tokenizer, real feature extractors)."""
+
+import pytest
+import torch
+
+from wolofmrl.testing import synthetic_waves, tiny_model
+
+BACKBONES = [("whisper", "xlm-roberta"), ("wav2vec2", "bert"), ("hubert", "qwen3")]
+
+
+@pytest.fixture(scope="module")
+def waves():
+    return synthetic_waves(3, seconds=(0.6, 2.5), seed=1)
+
+
+@pytest.mark.parametrize("strategy", ["fusion", "dual"])
+@pytest.mark.parametrize("speech,text", BACKBONES)
+def test_embeddings_shapes_norms_and_batch_invariance(strategy, speech, text, waves):
+    model, processor = tiny_model(strategy, speech, text)
+    batch = processor(audio=waves, sampling_rate=16000)
+    with torch.no_grad():
+        full = model.get_speech_embeddings(**batch)
+        small = model.get_speech_embeddings(**batch, dim=16)
+        alone = [model.get_speech_embeddings(**processor(audio=[w], sampling_rate=16000)) for w in waves]
+        text_emb = model.get_text_embeddings(**processor(text=["Naka nga def?", "Bonjour à tous."]), dim=8)
+    assert full.shape == (3, 48) and small.shape == (3, 16) and text_emb.shape == (2, 8)
+    for e in (full, small, text_emb):
+        torch.testing.assert_close(e.norm(dim=-1), torch.ones(e.shape[0]))
+    # truncation is a prefix of the full embedding, re-normalised
+    torch.testing.assert_close(small, torch.nn.functional.normalize(full[:, :16], dim=-1))
+    # a clip embeds the same alone or padded next to longer clips
+    for i, a in enumerate(alone):
+        assert torch.dot(a[0], full[i]).item() >= 0.999
+
+
+def test_text_padding_invariance():
+    model, processor = tiny_model("fusion")
+    texts = ["Lu tax nga ñëw?", "Une phrase beaucoup plus longue que la première, avec des mots en plus."]
+    with torch.no_grad():
+        both = model.get_text_embeddings(**processor(text=texts))
+        alone = model.get_text_embeddings(**processor(text=texts[:1]))
+    assert torch.dot(both[0], alone[0]).item() >= 0.9999
+
+
+@pytest.mark.parametrize("dim", [0, 49, -3, 2.5, "8", True])
+def test_bad_dim_is_a_clear_error(dim):
+    model, processor = tiny_model("fusion")
+    with pytest.raises(ValueError, match=r"1\.\.48.*\[48, 32, 16, 8\]"):
+        model.get_text_embeddings(**processor(text=["a"]), dim=dim)
+    with pytest.raises(ValueError, match=r"1\.\.48"):
+        model.get_speech_embeddings(**processor(audio=synthetic_waves(1), sampling_rate=16000), dim=dim)
+
+
+def test_frozen_parts_are_frozen_and_marked():
+    model, _ = tiny_model("fusion", num_prompt_tokens=2)
+    assert model.config.freeze_speech_encoder and model.config.freeze_text_encoder
+    assert not any(p.requires_grad for p in model.speech_tower.parameters())
+    assert not any(p.requires_grad for p in model.text_model.parameters())
+    names = model.trainable_parameter_names()
+    assert set(names) == {"prompt", "logit_scale", "adapter.proj.weight", "adapter.proj.bias", "adapter.conv.weight",
+                          "adapter.conv.bias", "text_head.weight", "text_head.bias"}
+
+
+def test_forward_clip_style_logits_and_loss_backprop_only_into_trainable(waves):
+    model, processor = tiny_model("fusion")
+    model.train()
+    batch = processor(audio=waves, text=["un", "deux", "trois"], sampling_rate=16000)
+    out = model(**batch, return_loss=True)
+    assert out.logits_per_speech.shape == (3, 3)
+    torch.testing.assert_close(out.logits_per_text, out.logits_per_speech.T)
+    out.loss.backward()
+    assert model.adapter.proj.weight.grad is not None and model.adapter.proj.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in model.text_model.parameters())
+
+
+def test_delta_roundtrip_and_mismatch_errors():
+    model, _ = tiny_model("fusion", seed=0)
+    other, _ = tiny_model("fusion", seed=1)
+    delta = model.delta_state_dict()
+    assert all(t.dtype == torch.float16 for t in delta.values())
+    other.load_delta(delta)
+    torch.testing.assert_close(other.adapter.proj.weight, model.adapter.proj.weight.half().float())
+    with pytest.raises(KeyError, match="delta has parameters"):
+        other.load_delta({"nope.weight": torch.zeros(1)})
+    dual, _ = tiny_model("dual")
+    with pytest.raises((KeyError, ValueError)):
+        dual.load_delta(delta)
+
+
+def test_fused_sequence_over_text_positions_is_a_clear_error():
+    model, processor = tiny_model("fusion", adapter_stride=1)
+    # 30 s -> 1500 encoder frames -> 1500 speech tokens at stride 1: more than 512 positions
+    wave = synthetic_waves(1, seconds=(30.0, 30.0))
+    with pytest.raises(ValueError, match="adapter_stride"):
+        with torch.no_grad():
+            model.get_speech_embeddings(**processor(audio=wave, sampling_rate=16000))
+
+
+def test_thirty_second_clip_fits_at_default_stride():
+    model, processor = tiny_model("fusion")
+    with torch.no_grad():
+        e = model.get_speech_embeddings(**processor(audio=synthetic_waves(1, seconds=(30.0, 30.0)),
+                                                    sampling_rate=16000))
+    assert torch.isfinite(e).all()
