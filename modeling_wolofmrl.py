@@ -198,6 +198,16 @@ class WolofMRLPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _supports_sdpa = True
 
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        # loading replaces parameters (requires_grad=True again): re-apply what the config says is frozen
+        model = super().from_pretrained(*args, **kwargs)
+        if isinstance(model, tuple):  # output_loading_info=True
+            model[0].apply_freezing()
+        else:
+            model.apply_freezing()
+        return model
+
     def _init_weights(self, module):
         # Backbones come from their own checkpoints; only the new modules are initialised here.
         if isinstance(module, WolofMRLModel):

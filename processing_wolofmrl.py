@@ -72,9 +72,6 @@ class WolofMRLProcessor(ProcessorMixin):
         max_audio_seconds: longest clip accepted; longer audio must be split by the caller.
     """
 
-    feature_extractor_class = "AutoFeatureExtractor"
-    tokenizer_class = "AutoTokenizer"
-
     def __init__(self, feature_extractor, tokenizer, query_prefix: str = "query: ", passage_prefix: str = "passage: ",
                  max_audio_seconds: float = 30.0, **kwargs):
         self.query_prefix = query_prefix

@@ -100,5 +100,24 @@ def synthetic_waves(n: int, seconds=(1.0, 3.0), seed: int = 0, rate: int = 16000
     return waves
 
 
-__all__ = ["tiny_model", "tiny_speech_config", "tiny_text_config", "xlmr_tokenizer", "synthetic_waves"]
+__all__ = ["tiny_model", "tiny_speech_config", "tiny_text_config", "xlmr_tokenizer", "synthetic_waves", "espeak_wave"]
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def espeak_wave(text: str, voice: str = "fr", speed: int = 150, rate: int = 16000):
+    """Speech synthesised by espeak-ng (Debian package `espeak-ng`), resampled to `rate`: float32 mono."""
+    import io
+    import shutil
+    import subprocess
+
+    import soundfile as sf
+
+    exe = shutil.which("espeak-ng")
+    if exe is None:
+        raise RuntimeError("espeak-ng is not installed: apt-get install espeak-ng (or `make setup`)")
+    wav = subprocess.run([exe, "-v", voice, "-s", str(speed), "--stdout", text], check=True,
+                         capture_output=True).stdout
+    wave, sr = sf.read(io.BytesIO(wav), dtype="float32")
+    from processing_wolofmrl import resample
+
+    return resample(wave, sr, rate)
