@@ -9,19 +9,24 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import shutil
 import struct
-import subprocess
-import tempfile
 import unicodedata
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from wolofmrl.convert import BACKBONES, MARKER, MissingAssetError, ensure_backbone, is_complete, read_ct2_model
+from wolofmrl.convert import (
+    BACKBONES,
+    MARKER,
+    MissingAssetError,
+    ensure_backbone,
+    is_complete,
+    read_ct2_model,
+)
 from wolofmrl.convert import backbones as backbones_module
 from wolofmrl.convert.e5 import dequantize_q4_0
+from wolofmrl.testing import espeak_wave
 
 ROOT = Path(__file__).resolve().parents[1]
 BACKBONE_ROOT = ROOT / "build" / "backbones"
@@ -202,19 +207,6 @@ def backbone_dir():
     return get
 
 
-def _espeak_16k(text: str, voice: str, speed: int) -> np.ndarray:
-    import soundfile as sf
-    import soxr
-
-    if shutil.which("espeak-ng") is None:
-        pytest.skip("espeak-ng is not installed (apt-get install espeak-ng)")
-    with tempfile.TemporaryDirectory() as tmp:
-        wav_path = Path(tmp) / "speech.wav"
-        subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(wav_path), text], check=True)
-        wave, rate = sf.read(wav_path, dtype="float32")
-    return soxr.resample(wave, rate, 16000).astype(np.float32)
-
-
 def _words(text: str) -> set[str]:
     text = unicodedata.normalize("NFKD", text.lower())
     text = "".join(c for c in text if not unicodedata.combining(c))
@@ -260,7 +252,7 @@ ASR_CASES = [
 def test_whisper_transcribes_synthetic_speech(backbone_dir, name, voice, speed, sentence, content, kwargs):
     # espeak-ng is robotic and Whisper base/tiny are small: a majority of the content
     # words is the bar (a broken mapping yields none of them, or garbage).
-    transcript = _transcribe(backbone_dir(name), _espeak_16k(sentence, voice, speed), **kwargs)
+    transcript = _transcribe(backbone_dir(name), espeak_wave(sentence, voice, speed), **kwargs)
     found = [w for w in content if w in _words(transcript)]
     print(f"\n{name}: {transcript!r} ({len(found)}/{len(content)} content words)")
     assert len(found) > len(content) / 2, f"{name} transcribed {transcript!r}; found only {found}"

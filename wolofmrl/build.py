@@ -108,8 +108,9 @@ def assemble(speech: str = "whisper-base", text: str = "multilingual-e5-small", 
     if config.speech_config.model_type == "whisper":  # WhisperModel: keep the encoder's weights only
         speech_state = {k[len("encoder."):]: v for k, v in speech_state.items() if k.startswith("encoder.")}
     _load_strict(model.speech_tower.encoder, speech_state, speech_dir)
-    text_state = AutoModel.from_pretrained(text_dir).state_dict()
-    text_state = {k: v for k, v in text_state.items() if not k.startswith("pooler.")}
+    pooler_free = {"add_pooling_layer": False} if config.text_config.model_type in ("bert", "roberta",
+                                                                                 "xlm-roberta") else {}
+    text_state = AutoModel.from_pretrained(text_dir, **pooler_free).state_dict()
     _load_strict(model.text_model, text_state, text_dir)
     if delta_dir is not None:
         model.load_delta(str(delta_dir / "delta.safetensors"))
