@@ -7,9 +7,11 @@ MODEL  ?= checkpoints/wolofmrl-base
 
 .PHONY: setup sysdeps backbones model demo test data data-small data-tiny clean
 
-# Debian tools the tests and the corpus need (espeak-ng voices French; sox for checks).
+# Debian tools the tests and the corpus need: espeak-ng (TTS voices), FFmpeg libraries (torchcodec, for
+# `datasets` Audio decoding). `apt-get update` also lets the corpus fetcher `apt-get download` its sources.
 sysdeps:
-	@command -v espeak-ng >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq espeak-ng >/dev/null; }
+	@if ! command -v espeak-ng >/dev/null 2>&1 || ! command -v ffmpeg >/dev/null 2>&1; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng ffmpeg >/dev/null; fi
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
