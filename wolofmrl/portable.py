@@ -92,11 +92,16 @@ def _decode(name: str, tensors: dict[str, np.ndarray], info: dict) -> np.ndarray
 
 
 # ----------------------------------------------------------------------------- vocabulary subset
+def split_shards(corpus: Path) -> list[Path]:
+    """The corpus's split shards (`<split>/*.parquet`), not the pipeline's intermediate `_stages/`."""
+    return sorted(p for p in Path(corpus).glob("*/*.parquet") if not p.parent.name.startswith("_"))
+
+
 def corpus_texts(corpus: Path) -> list[str]:
     import pyarrow.parquet as pq
 
     texts = []
-    for shard in sorted(corpus.rglob("*.parquet")):
+    for shard in split_shards(corpus):
         table = pq.read_table(shard, columns=[c for c in ("wo_text", "fr_text")
                                               if c in pq.read_schema(shard).names])
         for col in table.column_names:
@@ -232,7 +237,7 @@ def pack_corpus(corpus: str | Path, out: str | Path, compression_level: float = 
 
     corpus, out = Path(corpus), Path(out)
     stats = {"rows": 0, "audio_s": 0.0}
-    for shard in sorted(corpus.rglob("*.parquet")):
+    for shard in split_shards(corpus):
         table = pq.read_table(shard)
         if "audio" in table.column_names:
             audio = []
