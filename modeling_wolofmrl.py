@@ -146,8 +146,11 @@ class SpeechTower(nn.Module):
         frame_mask = (torch.arange(frames, device=hidden.device)[None] < lengths[:, None]).long()
         hidden = hidden.permute(0, 2, 1) + enc.embed_positions.weight[:frames].to(hidden.dtype)
         hidden = hidden * frame_mask[..., None].to(hidden.dtype)
-        # additive mask (B, 1, 1, T): padded keys get -inf-like scores in eager and SDPA attention alike
-        attn = (1.0 - frame_mask[:, None, None, :].to(hidden.dtype)) * torch.finfo(hidden.dtype).min
+        # additive mask (B, 1, 1, T): padded keys get -inf-like scores in eager and SDPA attention alike;
+        # none at all when nothing is padded, so SDPA may pick its fused (flash) kernels
+        attn = None
+        if not bool(frame_mask.all()):
+            attn = (1.0 - frame_mask[:, None, None, :].to(hidden.dtype)) * torch.finfo(hidden.dtype).min
         states = [hidden]
         for layer in enc.layers:
             hidden = layer(hidden, attn)

@@ -17,6 +17,7 @@ import torch
 from transformers import BatchFeature, ProcessorMixin
 
 TEXT_KINDS = ("query", "passage", None)
+MIN_SAMPLES = 400  # one 25 ms STFT window of the Whisper log-mel at 16 kHz
 
 
 def _load_file(path: str) -> tuple[np.ndarray, int]:
@@ -118,7 +119,14 @@ class WolofMRLProcessor(ProcessorMixin):
                     f"audio clip {i} is {seconds:.1f} s long; the model takes at most {self.max_audio_seconds:g} s. "
                     "Split it into shorter clips (e.g. on pauses) and embed each."
                 )
-            clips.append(resample(wave, int(rate), self.sampling_rate))
+            wave = resample(wave, int(rate), self.sampling_rate)
+            if wave.size < MIN_SAMPLES:
+                raise ValueError(
+                    f"audio clip {i} is {wave.size / self.sampling_rate * 1000:.1f} ms long; at least "
+                    f"{MIN_SAMPLES * 1000 // 16000} ms ({MIN_SAMPLES} samples at 16 kHz) are needed for one "
+                    "spectrogram window. Drop or pad such clips."
+                )
+            clips.append(wave)
         return clips
 
     def _features(self, clips: list[np.ndarray]) -> dict[str, np.ndarray]:

@@ -72,6 +72,7 @@ def test_text_prefixes_and_joint_keys(processor, wave):
     [
         (dict(audio=np.zeros(16000, np.float32)), ValueError, "sampling_rate is required"),
         (dict(audio=np.zeros(0, np.float32), sampling_rate=16000), ValueError, "empty"),
+        (dict(audio=np.full(150, 0.1, np.float32), sampling_rate=16000), ValueError, "ms long.*at least 25 ms"),
         (dict(audio=np.array([0.1, np.nan] * 800, np.float32), sampling_rate=16000), ValueError, "NaN or inf"),
         (dict(audio=np.array([0.1, np.inf] * 800, np.float32), sampling_rate=16000), ValueError, "NaN or inf"),
         (dict(audio=np.zeros(16000 * 31, np.float32), sampling_rate=16000), ValueError, "at most 30 s.*Split"),
