@@ -120,9 +120,20 @@ def _device_of(model, device) -> torch.device:
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None):
-    if dtype is None or dtype == torch.float32:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
+    """Mixed precision (if asked) and, on CUDA, SDPA kernels that need no per-shape plan.
+
+    cuDNN attention builds a plan for every new input shape; length-sorted batches change shape on every call, so
+    on GPU the forward passes here use flash / memory-efficient attention (math as the last resort) instead.
+    """
+    stack = contextlib.ExitStack()
+    if device.type == "cuda":
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        stack.enter_context(sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION,
+                                         SDPBackend.MATH]))
+    if dtype is not None and dtype != torch.float32:
+        stack.enter_context(torch.autocast(device_type=device.type, dtype=dtype))
+    return stack
 
 
 def _progress(total: int, unit: str, enabled: bool, desc: str):
