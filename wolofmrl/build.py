@@ -21,7 +21,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # the root files are the Hub model; the library imports them, never the reverse
@@ -86,6 +85,8 @@ def assemble(speech: str = "whisper-base", text: str = "multilingual-e5-small", 
     """Build the model in memory: backbone weights loaded, frozen parts frozen, delta applied."""
     from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoTokenizer
 
+    from wolofmrl.convert.statedict import load_exact
+
     speech_dir = backbone_path(speech, hub, backbone_root)
     text_dir = backbone_path(text, hub, backbone_root)
     delta_dir, overrides = load_delta_dir(delta)
@@ -107,11 +108,11 @@ def assemble(speech: str = "whisper-base", text: str = "multilingual-e5-small", 
     speech_state = AutoModel.from_pretrained(speech_dir).state_dict()
     if config.speech_config.model_type == "whisper":  # WhisperModel: keep the encoder's weights only
         speech_state = {k[len("encoder."):]: v for k, v in speech_state.items() if k.startswith("encoder.")}
-    _load_strict(model.speech_tower.encoder, speech_state, speech_dir)
+    load_exact(model.speech_tower.encoder, speech_state, f"backbone {speech_dir}")
     pooler_free = {"add_pooling_layer": False} if config.text_config.model_type in ("bert", "roberta",
                                                                                  "xlm-roberta") else {}
     text_state = AutoModel.from_pretrained(text_dir, **pooler_free).state_dict()
-    _load_strict(model.text_model, text_state, text_dir)
+    load_exact(model.text_model, text_state, f"backbone {text_dir}")
     if delta_dir is not None:
         model.load_delta(str(delta_dir / "delta.safetensors"))
     model.apply_freezing()
@@ -121,16 +122,6 @@ def assemble(speech: str = "whisper-base", text: str = "multilingual-e5-small", 
     processor = WolofMRLProcessor(feature_extractor, tokenizer, query_prefix=query_prefix,
                                   passage_prefix=passage_prefix, max_audio_seconds=config.max_audio_seconds)
     return model, processor
-
-
-def _load_strict(module: torch.nn.Module, state: dict, source: str):
-    own = module.state_dict()
-    # buffers a checkpoint may omit (e.g. position_ids) keep their initial values
-    missing = [k for k in own if k not in state and not k.endswith("position_ids")]
-    unexpected = [k for k in state if k not in own]
-    if missing or unexpected:
-        raise RuntimeError(f"backbone {source}: missing {missing[:5]}, unexpected {unexpected[:5]}")
-    module.load_state_dict({**own, **state})
 
 
 def save(model: WolofMRLModel, processor: WolofMRLProcessor, out: str | Path):
