@@ -43,14 +43,19 @@ class WolofMRLOutput(ModelOutput):
     logits_per_text: torch.FloatTensor | None = None
 
 
+def check_dim(dim: int | None, hidden: int, trained_dims: list[int]) -> None:
+    """Raise a ValueError naming the valid range unless `dim` is None or an int in 1..hidden."""
+    if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or not 1 <= dim <= hidden):
+        raise ValueError(
+            f"dim={dim!r} is not valid: use an int in 1..{hidden} (trained Matryoshka dims: {trained_dims}), "
+            "or dim=None for the full embedding."
+        )
+
+
 def normalize_dim(embeds: torch.Tensor, dim: int | None, hidden: int, trained_dims: list[int]) -> torch.Tensor:
     """Keep the first `dim` coordinates of `embeds` and L2-normalise them."""
+    check_dim(dim, hidden, trained_dims)
     if dim is not None:
-        if isinstance(dim, bool) or not isinstance(dim, int) or not 1 <= dim <= hidden:
-            raise ValueError(
-                f"dim={dim!r} is not valid: use an int in 1..{hidden} (trained Matryoshka dims: {trained_dims}), "
-                "or dim=None for the full embedding."
-            )
         embeds = embeds[..., :dim]
     return F.normalize(embeds.float(), dim=-1)
 
@@ -371,9 +376,7 @@ class WolofMRLModel(WolofMRLPreTrainedModel):
     # ----------------------------------------------------------------- both
     def _check_dim(self, dim):
         # fail before running the towers
-        if dim is not None:
-            normalize_dim(torch.zeros(1, self.config.embedding_dim), dim, self.config.embedding_dim,
-                          self.config.matryoshka_dims)
+        check_dim(dim, self.config.embedding_dim, self.config.matryoshka_dims)
 
     def forward(
         self,
