@@ -9,6 +9,7 @@ This file is self-contained Hub remote code: it imports nothing from the `wolofm
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Sequence
 
@@ -20,15 +21,53 @@ TEXT_KINDS = ("query", "passage", None)
 MIN_SAMPLES = 400  # one 25 ms STFT window of the Whisper log-mel at 16 kHz
 
 
-def _load_file(path: str) -> tuple[np.ndarray, int]:
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"audio file not found: {path!r}")
+def decode_audio(audio, sampling_rate: int | None = None) -> tuple[np.ndarray, int]:
+    """The project's one audio decoder: one clip of any supported kind -> (mono float32 samples, rate in Hz).
+
+    `audio` is a file path, raw encoded bytes, a `{"array", "sampling_rate"}` or `{"bytes", "path"}` dict (what
+    `datasets` gives), a torchcodec decoder, or a 1-D / 2-D (channels) numpy array, torch tensor or list of samples
+    (then `sampling_rate` is required). Every module of the project decodes audio through this function.
+
+    Raises:
+        FileNotFoundError: a path that does not exist.
+        ValueError: undecodable bytes or file, a missing `sampling_rate` for array audio, a bad shape.
+    """
+    if isinstance(audio, dict):
+        if audio.get("array") is not None:
+            return decode_audio(audio["array"], audio.get("sampling_rate", sampling_rate))
+        if audio.get("bytes") is not None:
+            return decode_audio(bytes(audio["bytes"]))
+        if audio.get("path") is not None:
+            return decode_audio(audio["path"])
+        raise ValueError(f"audio dict has no 'array', 'bytes' or 'path' entry (keys: {sorted(audio)})")
+    if isinstance(audio, (str, os.PathLike)):
+        return _load_file(os.fspath(audio))
+    if isinstance(audio, (bytes, bytearray, memoryview)):
+        return _load_file(io.BytesIO(bytes(audio)))
+    if hasattr(audio, "get_all_samples"):  # torchcodec AudioDecoder (what `datasets` 4/5 decodes to)
+        samples = audio.get_all_samples()
+        return _to_mono(samples.data), int(samples.sample_rate)
+    if sampling_rate is None:
+        raise ValueError("sampling_rate is required for array audio: pass sampling_rate=<your audio's rate> (e.g. 16000)")
+    return _to_mono(audio), int(sampling_rate)
+
+
+def load_audio(audio, sampling_rate: int | None = None, target_sampling_rate: int = 16000) -> np.ndarray:
+    """`decode_audio`, then the project's one resampler to `target_sampling_rate`: (samples,) float32."""
+    wave, rate = decode_audio(audio, sampling_rate)
+    return resample(wave, rate, target_sampling_rate)
+
+
+def _load_file(source) -> tuple[np.ndarray, int]:
+    if isinstance(source, str) and not os.path.isfile(source):
+        raise FileNotFoundError(f"audio file not found: {source!r}")
     import soundfile as sf
 
     try:
-        wave, rate = sf.read(path, dtype="float32", always_2d=True)  # (samples, channels)
+        wave, rate = sf.read(source, dtype="float32", always_2d=True)  # (samples, channels)
     except Exception as err:  # soundfile raises LibsndfileError / RuntimeError for corrupt files
-        raise ValueError(f"could not decode audio file {path!r} ({err}); is it a valid WAV/FLAC/OGG file?") from err
+        name = source if isinstance(source, str) else "<bytes>"
+        raise ValueError(f"could not decode audio {name!r} ({err}); is it a valid WAV/FLAC/OGG file?") from err
     return wave.mean(axis=1), int(rate)
 
 
@@ -98,17 +137,14 @@ class WolofMRLProcessor(ProcessorMixin):
         clips = []
         for i, item in enumerate(audio):
             rate = sampling_rate
-            if isinstance(item, dict):  # {"array", "sampling_rate"} as in `datasets` / mteb
-                item, rate = item["array"], item.get("sampling_rate", sampling_rate)
-            if isinstance(item, (str, os.PathLike)):
-                wave, rate = _load_file(os.fspath(item))
-            else:
-                if rate is None:
-                    raise ValueError(
-                        "sampling_rate is required for array audio: pass sampling_rate=<your audio's rate> "
-                        f"(e.g. 16000); it is resampled to {self.sampling_rate} Hz."
-                    )
-                wave = _to_mono(item)
+            if rate is None and not isinstance(item, (dict, str, os.PathLike, bytes)) and not hasattr(
+                item, "get_all_samples"
+            ):
+                raise ValueError(
+                    "sampling_rate is required for array audio: pass sampling_rate=<your audio's rate> "
+                    f"(e.g. 16000); it is resampled to {self.sampling_rate} Hz."
+                )
+            wave, rate = decode_audio(item, rate)
             if wave.size == 0:
                 raise ValueError(f"audio clip {i} is empty (0 samples)")
             if not np.isfinite(wave).all():
@@ -183,4 +219,4 @@ class WolofMRLProcessor(ProcessorMixin):
         return ["input_features", "input_values", "speech_attention_mask", "input_ids", "attention_mask"]
 
 
-__all__ = ["WolofMRLProcessor"]
+__all__ = ["WolofMRLProcessor", "decode_audio", "load_audio", "resample"]
