@@ -66,8 +66,8 @@ def _load_file(source) -> tuple[np.ndarray, int]:
     try:
         wave, rate = sf.read(source, dtype="float32", always_2d=True)  # (samples, channels)
     except Exception as err:  # soundfile raises LibsndfileError / RuntimeError for corrupt files
-        name = source if isinstance(source, str) else "<bytes>"
-        raise ValueError(f"could not decode audio {name!r} ({err}); is it a valid WAV/FLAC/OGG file?") from err
+        name = f"file {source!r}" if isinstance(source, str) else "bytes"
+        raise ValueError(f"could not decode audio {name} ({err}); is it a valid WAV/FLAC/OGG file?") from err
     return wave.mean(axis=1), int(rate)
 
 
