@@ -68,6 +68,9 @@ def sentence_split(sent: dict, cfg: dict, specs: dict) -> str:
         return "test"
     if u < cfg["split"]["test"] + cfg["split"]["dev"]:
         return "dev"
+    # sentences reserved for the spoken-intent benchmark: never in training, never in the retrieval test split
+    if u < cfg["split"]["test"] + cfg["split"]["dev"] + cfg["split"].get("intent", 0.0):
+        return "intent"
     return "train"
 
 
