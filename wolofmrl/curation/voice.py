@@ -214,9 +214,12 @@ def _read_wav_stdout(raw: bytes) -> tuple[np.ndarray, int]:
     return pcm.astype(np.float32) / 32768.0, sr
 
 
-def espeak(text: str, lang: str, variant: str = "m1", pitch: int = 50, speed: float = 1.0) -> tuple[np.ndarray, int]:
-    voice = "fr" if lang == "fr" else "sw"
-    if lang == "wo":
+def espeak(text: str, lang: str, variant: str = "m1", pitch: int = 50, speed: float = 1.0,
+           reader: str | None = None) -> tuple[np.ndarray, int]:
+    """espeak-ng speaks `text`; (float32 mono, its sample rate). `reader` is the espeak-ng language that reads it
+    (default: fr for French, sw for Wolof, which is then respelled by `wolof_for_swahili`)."""
+    voice = reader or ("fr" if lang == "fr" else "sw")
+    if lang == "wo" and voice == "sw":
         text = wolof_for_swahili(text)
     wpm = int(round(165 * speed))
     raw = subprocess.run(["espeak-ng", "-v", f"{voice}+{variant}", "-p", str(pitch), "-s", str(wpm), "--stdout", text],
