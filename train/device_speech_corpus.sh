@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The stage-2 speech corpus (issue 16), voiced on the GPU machine's CPU cores with espeak-ng.
+#
+# Here (registry reachable), once:   bash train/device_speech_corpus.sh prepare
+#   -> .device_speech/ (ignored, 6.4 MB): espeak-ng .deb files, a libpcaudio stub, the wheels the machine lacks; the text JSONL
+#      (train/data/speech_texts.jsonl.gz, committed) is built first if missing.
+# There (run tool, carry [".device_speech"]):   bash train/device_speech_corpus.sh run [OUT_DIR]
+#   -> unpacks espeak-ng into a prefix (never into /), voices every clip with all cores into OUT_DIR
+#      (default /tmp/speech_corpus; rerun resumes), copies the data card to $OUT when that is set.
+# All audio is synthetic (espeak-ng), not Wolof speakers.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CARRY=${CARRY:-.device_speech}
+CONFIG=${CONFIG:-train/configs/data/quality.yaml}
+TEXTS=${TEXTS:-train/data/speech_texts.jsonl.gz}
+PY=${PY:-python3}
+
+prepare() {
+  grep -qxF "/$CARRY/" "$(git rev-parse --git-common-dir)/info/exclude" 2>/dev/null \
+    || echo "/$CARRY/" >> "$(git rev-parse --git-common-dir)/info/exclude"
+  mkdir -p "$CARRY/debs" "$CARRY/whl"
+  (cd "$CARRY/debs" && ls espeak-ng_*.deb >/dev/null 2>&1 \
+    || apt-get download espeak-ng espeak-ng-data libespeak-ng1 libpcaudio0 libsonic0)
+  # libpcaudio0 needs ALSA + PulseAudio, which that machine lacks: a stub stands in (no sound device is opened)
+  mkdir -p "$CARRY/stub"
+  cc -shared -fPIC -O2 -Wall -o "$CARRY/stub/libpcaudio.so.0" -Wl,-soname,libpcaudio.so.0 train/pcaudio_stub.c
+  # soundfile (FLAC) and soxr (resampling) are not on the machine; soundfile needs cffi
+  ${PIP:-python3 -m pip} download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
+    --platform manylinux2014_x86_64 --platform manylinux1_x86_64 --platform any -d "$CARRY/whl" \
+    soundfile==0.14.0 soxr==1.1.0 cffi==2.1.1 pycparser==3.12
+  [ -f "$TEXTS" ] || ${PYTHON:-python3} -m wolofmrl.curation.speech_corpus texts --config "$CONFIG" --fetch --out "$TEXTS"
+  du -sh "$CARRY"
+}
+
+run() {
+  local out=${1:-/tmp/speech_corpus} prefix=${PREFIX:-/tmp/espeak-prefix}
+  mkdir -p "$prefix"
+  for f in "$CARRY"/debs/*.deb; do dpkg -x "$f" "$prefix"; done
+  local lib="$prefix/usr/lib/x86_64-linux-gnu"
+  export PATH="$prefix/usr/bin:$PATH" LD_LIBRARY_PATH="$PWD/$CARRY/stub:$lib:${LD_LIBRARY_PATH:-}" ESPEAK_DATA_PATH="$lib"
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$CARRY"/whl/*.whl
+  export PYTHONPATH="$PWD:/tmp/site${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+  espeak-ng --version
+  "$PY" -m wolofmrl.curation.speech_corpus synth --texts "$TEXTS" --out "$out" \
+    --config "$CONFIG" --workers "$(nproc)" ${SAMPLE_EVERY:+--sample-every "$SAMPLE_EVERY"}
+  if [ -n "${OUT:-}" ]; then cp "$out/DATACARD.md" "$out/card.json" "$OUT/"; fi
+}
+
+case "${1:-}" in
+  prepare) prepare ;;
+  run) shift; run "$@" ;;
+  *) echo "usage: $0 prepare | run [OUT_DIR]" >&2; exit 2 ;;
+esac
