@@ -39,7 +39,9 @@ run() {
   for f in "$CARRY"/debs/*.deb; do dpkg -x "$f" "$prefix"; done
   local lib="$prefix/usr/lib/x86_64-linux-gnu"
   export PATH="$prefix/usr/bin:$PATH" LD_LIBRARY_PATH="$PWD/$CARRY/stub:$lib:${LD_LIBRARY_PATH:-}" ESPEAK_DATA_PATH="$lib"
-  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$CARRY"/whl/*.whl
+  if ! "$PY" -c "import soundfile, soxr" 2>/dev/null; then
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$CARRY"/whl/*.whl
+  fi
   export PYTHONPATH="$PWD:/tmp/site${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
   espeak-ng --version
   "$PY" -m wolofmrl.curation.speech_corpus synth --texts "$TEXTS" --out "$out" \
