@@ -16,6 +16,8 @@ TEXTS=${TEXTS:-train/data/speech_texts.jsonl.gz}
 PY=${PY:-python3}
 
 prepare() {
+  local py=${PYTHON:-python3}
+  [ -n "${PYTHON:-}" ] || [ ! -x .venv/bin/python ] || py=.venv/bin/python
   grep -qxF "/$CARRY/" "$(git rev-parse --git-common-dir)/info/exclude" 2>/dev/null \
     || echo "/$CARRY/" >> "$(git rev-parse --git-common-dir)/info/exclude"
   mkdir -p "$CARRY/debs" "$CARRY/whl"
@@ -25,11 +27,11 @@ prepare() {
   mkdir -p "$CARRY/stub"
   cc -shared -fPIC -O2 -Wall -o "$CARRY/stub/libpcaudio.so.0" -Wl,-soname,libpcaudio.so.0 train/pcaudio_stub.c
   # soundfile (FLAC) and soxr (resampling) are not on the machine; soundfile needs cffi
-  ${PIP:-python3 -m pip} download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+  "$py" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
     --platform manylinux2014_x86_64 --platform manylinux1_x86_64 --platform any -d "$CARRY/whl" \
     soundfile==0.14.0 soxr==1.1.0 cffi==2.1.1 pycparser==3.12
-  [ -f "$TEXTS" ] || ${PYTHON:-python3} -m wolofmrl.curation.speech_corpus texts --config "$CONFIG" --fetch --out "$TEXTS"
+  [ -f "$TEXTS" ] || "$py" -m wolofmrl.curation.speech_corpus texts --config "$CONFIG" --fetch --out "$TEXTS"
   du -sh "$CARRY"
 }
 
