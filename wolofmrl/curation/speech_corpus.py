@@ -222,8 +222,10 @@ def synth(texts: str | Path, out: str | Path, vc: dict, synth_cfg: dict, workers
     if workers > 1 and len(todo) > 1:
         import multiprocessing as mp
 
+        from . import speech_corpus  # by its import name: pickles also when this file runs as __main__
+
         pool = mp.get_context("fork").Pool(workers)
-        results = pool.imap_unordered(synth_chunk, todo)
+        results = pool.imap_unordered(speech_corpus.synth_chunk, todo)
     else:
         results = map(synth_chunk, todo)
     try:
