@@ -60,7 +60,11 @@ def test_text_build_counts_splits_and_leakage(built):
                                                      for r in rows if not r["text_only"]})
     assert sum(report["per_lang_split"].values()) == len(rows)
     assert {"format_string", "markup"} & set(report["dropped"])  # junk of the real messages is counted
-    assert not any("klavaro" in r["source_key"] or "tuxpaint" in r["source_key"] for r in rows)
+    # the reserved catalogs (klavaro, tuxpaint fixtures) are never read, in any language
+    assert d["reserved_source"] >= 2
+    texts = {t for r in rows for t in (r["transcript"], r["wo_text"], r["fr_text"])}
+    assert not texts & {"Tapez cette phrase", "Bindal kàddu gii ci kaw"}
+    assert any(r["transcript"] == "Choisissez une langue" for r in rows)  # the demo catalog beside them is
     # the curation split rule: a sentence keeps the split the pair pipeline gives it (dev/test/intent stay held)
     specs = pipeline.source_specs(cfg)
     for r in rows:
@@ -69,7 +73,8 @@ def test_text_build_counts_splits_and_leakage(built):
                                                          cfg, specs)
     assert {"train", "dev", "test", "intent"} <= {r["split"] for r in rows}
     # leakage: no train text equals any held-out text
-    held = {dedupe_key(t) for r in rows if r["split"] in HELD for t in (r["transcript"], r["wo_text"], r["fr_text"]) if t}
+    held = {dedupe_key(t) for r in rows if r["split"] in HELD
+            for t in (r["transcript"], r["wo_text"], r["fr_text"]) if t}
     for r in rows:
         if r["split"] == "train":
             assert not {dedupe_key(t) for t in (r["transcript"], r["wo_text"], r["fr_text"]) if t} & held, r

@@ -188,7 +188,8 @@ def check_espeak(vc: dict) -> str:
                            "LD_LIBRARY_PATH and ESPEAK_DATA_PATH (train/device_speech_corpus.sh does)")
     out = subprocess.run(["espeak-ng", "--version"], check=True, capture_output=True, text=True).stdout
     data = re.search(r"Data at:\s*(\S+)", out).group(1)
-    missing = [v for v in [*vc["train_variants"], *vc["heldout_variants"]] if not (Path(data) / "voices" / "!v" / v).exists()]
+    variants = [*vc["train_variants"], *vc["heldout_variants"]]
+    missing = [v for v in variants if not (Path(data) / "voices" / "!v" / v).exists()]
     if missing:  # espeak-ng silently falls back to its default voice for an unknown variant
         raise RuntimeError(f"espeak-ng variants {missing} are not in {data}/voices/!v: remove them from voices:")
     return data
@@ -290,8 +291,8 @@ def write_card(out: Path, chunks: list, vc: dict, run: dict) -> dict:
         return {k[len(prefix):]: {s: _hours(seconds[s][k]) for s in SPLITS} for k in keys}
 
     card = {"all_audio_synthetic": True, "engine": "espeak-ng", "hours": _hours(audio_s),
-            "splits": {s: {**per_split[s], "hours": _hours(sum(v for k, v in seconds[s].items() if k.startswith("lang:")))}
-                       for s in SPLITS},
+            "splits": {s: {**per_split[s], "hours": _hours(sum(v for k, v in seconds[s].items()
+                                                                if k.startswith("lang:")))} for s in SPLITS},
             "hours_per_language": table("lang:"), "hours_per_source": table("source:"),
             "hours_per_reader": table("reader:"), "hours_per_variant": table("variant:"),
             "hours_per_voice": table("voice:"), "dropped": dict(sorted(dropped.items())), "checks": checks,
@@ -319,11 +320,12 @@ def _card_markdown(card: dict) -> str:
     voices = card["hours_per_voice"]
     tr = sorted(v["train"] for v in voices.values() if v["train"])
     lines += ["", f"## Voices: {len(voices)} distinct", "",
-              f"Train voices {len(tr)}, hours per voice min {tr[0] if tr else 0} / median {tr[len(tr) // 2] if tr else 0} / "
-              f"max {tr[-1] if tr else 0}; every voice's hours are in card.json.", "",
+              f"Train voices {len(tr)}, hours per voice min {tr[0] if tr else 0} / median "
+              f"{tr[len(tr) // 2] if tr else 0} / max {tr[-1] if tr else 0}; every voice's hours are in card.json.", "",
               "## Dropped clips", "", ", ".join(f"{k} {v}" for k, v in card["dropped"].items()) or "none", "",
               "## Checks", "", "```", json.dumps(card["checks"], indent=1), "```", "",
-              f"Build: {card['run']}; CPU {card['cpu_s']} s, {card['real_time_factor_per_core']}x real time per core.", ""]
+              f"Build: {card['run']}; CPU {card['cpu_s']} s, {card['real_time_factor_per_core']}x real time per core.",
+              ""]
     return "\n".join(lines)
 
 
@@ -355,7 +357,8 @@ def main(argv=None) -> int:
             fetch(cfg)
         rows, report = build_texts(cfg)
         path = write_texts(rows, args.out or cfg["texts"])
-        Path(path).with_suffix("").with_suffix(".report.json").write_text(json.dumps(report, indent=1, ensure_ascii=False))
+        report_path = Path(path).with_suffix("").with_suffix(".report.json")
+        report_path.write_text(json.dumps(report, indent=1, ensure_ascii=False))
         report.pop("dropped_samples", None)
         print(json.dumps({"texts": path, **report}, indent=1, ensure_ascii=False))
         return 0

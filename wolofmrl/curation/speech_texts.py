@@ -169,7 +169,7 @@ def _collect(cfg: dict, work: Path, drops: Drops) -> dict[str, dict]:
         manifest = json.loads((root / "manifest.json").read_text()) if (root / "manifest.json").exists() else {}
         licenses = {p: v.get("license") for p, v in manifest.get("packages", {}).items()}
         domains = domain_packages(root / "debs", list(cfg["fetch"].get("debian", [])))
-        reserved = pipeline._reserved(cfg)
+        reserved = {r.lower() for r in cfg.get("reserved", [])}  # reserved_name adds offline_sources.RESERVED
         for spec in specs.values():
             if spec["type"] in ("gettext", "mediawiki"):
                 for seg in iter_lang_segments(spec, langs, domains, licenses, drops, reserved):
@@ -202,7 +202,10 @@ def _speech_rows(sents: dict, split_of: dict, cfg: dict, drops: Drops) -> list[d
             if k == dedupe_key(s["en"]) or (lang != "fr" and k == dedupe_key(s["texts"].get("fr", ""))):
                 drops.drop(f"untranslated_copy_{lang}", sid)
                 continue
-            mw = specs.get(s["source"], {}).get("min_words", cfg["text"]["min_words"]) if lang == "wo" else ml.get("min_words", 2)
+            if lang == "wo":
+                mw = specs.get(s["source"], {}).get("min_words", cfg["text"]["min_words"])
+            else:
+                mw = ml.get("min_words", 2)
             if n_words(text) < mw:
                 drops.drop(f"too_short_{lang}", sid)
                 continue
@@ -280,7 +283,8 @@ def build_texts(cfg: dict, work: str | Path | None = None) -> tuple[list[dict], 
     distinct = {(r["speech_lang"], dedupe_key(r["transcript"])) for r in rows if not r["text_only"]}
     report = {"rows": len(rows), "distinct_spoken_strings": len(distinct),
               "per_lang_split": {f"{lg}/{sp}": n for (lg, sp), n in sorted(counts.items())},
-              "per_source": dict(sorted(Counter(f"{r['source']}:{r['speech_lang'] or 'text_only'}" for r in rows).items())),
+              "per_source": dict(sorted(Counter(f"{r['source']}:{r['speech_lang'] or 'text_only'}"
+                                                for r in rows).items())),
               **drops.as_dict()}
     return rows, report
 
