@@ -96,13 +96,21 @@ def row_wave(row: dict) -> np.ndarray:
 
 
 def degrader(preset: str):
-    """`wolofmrl.augment.degrade` bound to a preset: f(wave, rng) -> (wave, description)."""
+    """`wolofmrl.augment.degrade` bound to a preset: f(wave, rng, others) -> (wave, description)."""
     try:
         from wolofmrl.augment import degrade
     except ImportError as err:
         raise ImportError("augmentation needs wolofmrl/augment.py (degrade(wave, rng, preset)); without it set "
                           "augment: null (train from the feature cache) and dev_hard: null") from err
-    return lambda wave, rng: degrade(wave, rng, preset)
+    return lambda wave, rng, others=(): degrade(wave, rng, preset, others)
+
+
+def babble_sources(rows: list[dict], i: int, rng: np.random.Generator, n: int) -> list[np.ndarray]:
+    """`n` other rows' clips (drawn by `rng`, never row `i`): the talkers of babble noise."""
+    if n <= 0 or len(rows) < 2:
+        return []
+    picks = rng.choice(len(rows) - 1, size=min(n, len(rows) - 1), replace=False)
+    return [row_wave(rows[j + (j >= i)]) for j in picks]
 
 
 def fit_length(wave: np.ndarray, max_seconds: float) -> np.ndarray:
@@ -116,13 +124,19 @@ class AugmentedSpeechPairs(Dataset):
 
     Index with `(row, epoch)` (BucketBatchSampler(with_epoch=True) yields those): the degradation's generator is
     seeded by (seed, epoch, row), so a run is reproducible and resumable, and every epoch hears new audio.
-    With probability 1 - `prob` the clip stays clean.
+    With probability 1 - `prob` the clip stays clean; `babble` other clips are decoded as babble talkers.
     """
 
+    KEYS = ("preset", "prob", "babble")
+
     def __init__(self, rows: list[dict], augment: dict, seed: int, max_seconds: float):
+        unknown = sorted(set(augment) - set(self.KEYS))
+        if unknown:
+            raise ValueError(f"augment: unknown keys {unknown}; known: {list(self.KEYS)}")
         self.rows, self.seed, self.max_seconds = rows, seed, max_seconds
         self.prob = float(augment.get("prob", 1.0))
         self.preset = augment.get("preset", "train")
+        self.babble = int(augment.get("babble", 3))
         self._degrade = None
 
     def __len__(self):
@@ -136,7 +150,7 @@ class AugmentedSpeechPairs(Dataset):
         if rng.random() < self.prob:
             if self._degrade is None:
                 self._degrade = degrader(self.preset)
-            wave, _ = self._degrade(wave, rng)
+            wave, _ = self._degrade(wave, rng, babble_sources(self.rows, i, rng, self.babble))
         return {"wave": fit_length(wave, self.max_seconds), "target": row["target"],
                 "transcript": row["transcript"], "group": group_id(row["sentence_id"])}
 
@@ -174,8 +188,8 @@ def wave_features(processor, wave: np.ndarray) -> np.ndarray:
 
 class ClipFeatures(Dataset):
     """Features of each row's clip (for computing them once in DataLoader workers). With `hard` =
-    {"preset", "seed", "max_seconds"}, each clip is first degraded with fixed settings (generator seeded by
-    (seed, clip index)): the hard dev condition."""
+    {"preset", "seed", "max_seconds", "babble"}, each clip is first degraded with fixed settings (generator seeded
+    by (seed, clip index); babble talkers are other clips of `rows`): the hard dev condition."""
 
     def __init__(self, rows: list[dict], processor, hard: dict | None = None):
         self.rows, self.processor, self.hard = rows, processor, hard
@@ -189,6 +203,8 @@ class ClipFeatures(Dataset):
         if self.hard:
             if self._degrade is None:
                 self._degrade = degrader(self.hard.get("preset", "hard"))
-            wave, _ = self._degrade(wave, np.random.default_rng([int(self.hard.get("seed", 0)), i]))
+            rng = np.random.default_rng([int(self.hard.get("seed", 0)), i])
+            others = babble_sources(self.rows, i, rng, int(self.hard.get("babble", 4)))
+            wave, _ = self._degrade(wave, rng, others)
             wave = fit_length(wave, self.hard["max_seconds"])
         return wave_features(self.processor, wave)
