@@ -126,6 +126,8 @@ class TrainConfig:
     save_model: bool = True  # save_pretrained folder in output_dir/model
 
     def __post_init__(self):
+        if isinstance(self.resume, str) and self.resume.lower() in ("none", "null", ""):
+            self.resume = None
         for key in ("output_dir", "init_delta", "delta_out"):  # "{seed}" in a path: one folder per seed
             if isinstance(getattr(self, key), str):
                 setattr(self, key, getattr(self, key).replace("{seed}", str(self.seed)))
@@ -292,18 +294,26 @@ FR_WORDS = "maison école eau pain marché route enfant soleil livre ami travail
 WO_WORDS = "kër daara ndox mburu marse yoon xale jant téere xarit liggéey dëkk géej asamaan bés guddi".split()
 
 
-def synthetic_rows(n: int, split: str, seed: int) -> list[dict]:
-    """Synthetic tone-chirp signals paired with random word strings: not speech, not Wolof; for tests only."""
+def synthetic_rows(n: int, split: str, seed: int, langs: list[str] = ("wo",), words: int = 0) -> list[dict]:
+    """Synthetic tone-chirp signals paired with random word strings: not speech, not Wolof; for tests only.
+
+    Row i speaks `langs[i % len(langs)]`: "wo" rows have wo_text + fr_text, "fr" rows fr_text only, other languages
+    a `transcript` only (the alignment rows of phase 1). The first `words` rows are one-word dictionary pairs
+    (`source` "freedict")."""
     from wolofmrl.testing import synthetic_waves
 
     rng = np.random.default_rng(seed)
     waves = synthetic_waves(n, seconds=(0.4, 1.2), seed=seed)
     rows = []
     for i, wave in enumerate(waves):
-        pick = rng.choice(len(FR_WORDS), size=4, replace=False)
-        rows.append(dict(id=f"synthetic-{split}-{i}", sentence_id=f"synthetic-{split}-{i}", speech_lang="wo",
-                         fr_text=" ".join(FR_WORDS[j] for j in pick), wo_text=" ".join(WO_WORDS[j] for j in pick),
-                         audio=wave, sampling_rate=16000, duration_s=len(wave) / 16000, synthetic=True, split=split))
+        pick = rng.choice(len(FR_WORDS), size=1 if i < words else 4, replace=False)
+        fr, wo = " ".join(FR_WORDS[j] for j in pick), " ".join(WO_WORDS[j] for j in pick)
+        lang = langs[i % len(langs)]
+        texts = {"wo": (wo, fr, wo), "fr": ("", fr, fr)}.get(lang, ("", "", f"{lang}: {wo}"))
+        rows.append(dict(id=f"synthetic-{split}-{i}", sentence_id=f"synthetic-{split}-{i}", speech_lang=lang,
+                         wo_text=texts[0], fr_text=texts[1], transcript=texts[2],
+                         source="freedict" if i < words else "synthetic", audio=wave, sampling_rate=16000,
+                         duration_s=len(wave) / 16000, synthetic=True, split=split))
     return rows
 
 
@@ -534,8 +544,9 @@ def speech_datasets(cfg: TrainConfig, train_rows, dev_rows, model, processor, ac
 def load_rows(cfg: TrainConfig, split: str) -> list[dict]:
     if "synthetic" in cfg.data:
         n = int(cfg.data["synthetic"])
-        return synthetic_rows(n if split == "train" else int(cfg.data.get("dev", max(8, n // 4))), split,
-                              cfg.seed + (0 if split == "train" else 1000))
+        if split == "train":
+            return synthetic_rows(n, split, cfg.seed, cfg.data.get("langs", ["wo"]), int(cfg.data.get("words", 0)))
+        return synthetic_rows(int(cfg.data.get("dev", max(8, n // 4))), split, cfg.seed + 1000)
     return read_corpus(cfg.data["corpus"], split, audio=cfg.stage == "speech")
 
 
