@@ -4,7 +4,7 @@ config_overrides.json, training.json) to where the next stage or the builder rea
     python train/choose.py --runs runs/text_stage runs/text_stage_lora --out weights/wolofmrl-text
 
 Each run folder holds result.json (its `dev_score`: the mean of the dev metrics keep-best compares) and delta/.
-Writes choice.json beside the copied delta: every candidate's score and the one kept.
+Writes choice.json beside the copied delta: every candidate's score, their mean and sample std (seeds), the one kept.
 """
 
 from __future__ import annotations
@@ -43,7 +43,10 @@ def choose(runs: list[str], out: str | Path) -> str:
     if out.exists():
         shutil.rmtree(out)
     shutil.copytree(Path(best) / "delta", out)
-    (out / "choice.json").write_text(json.dumps({"kept": best, "dev_scores": scores}, indent=1) + "\n")
+    values = list(scores.values())
+    spread = {"mean": sum(values) / len(values),
+              "std": (sum((v - sum(values) / len(values)) ** 2 for v in values) / max(len(values) - 1, 1)) ** 0.5}
+    (out / "choice.json").write_text(json.dumps({"kept": best, "dev_scores": scores, **spread}, indent=1) + "\n")
     return best
 
 

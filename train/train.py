@@ -330,9 +330,10 @@ def read_corpus(root: str, split: str, audio: bool) -> list[dict]:
 
     columns = ["id", "sentence_id", "wo_text", "fr_text", "speech_lang", "duration_s", "synthetic"]
     files = corpus_files(root, split)
-    optional = [c for c in ("transcript", "source", "voice") if c in pq.read_schema(files[0]).names]
-    columns += optional + (["audio"] if audio else [])
-    table = pa.concat_tables([pq.read_table(f, columns=columns) for f in files], promote_options="default")
+    names = [set(pq.read_schema(f).names) for f in files]
+    columns += [c for c in ("transcript", "source", "voice") if all(c in n for n in names)]  # newer corpora
+    columns += ["audio"] if audio else []
+    table = pa.concat_tables([pq.read_table(f, columns=columns) for f in files])
     rows = table.to_pylist()
     for row in rows:
         row["split"] = split
