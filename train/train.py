@@ -15,14 +15,12 @@ import argparse
 import contextlib
 import dataclasses
 import hashlib
-import io
 import json
 import math
 import os
 import shutil
 import sys
 import time
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,10 +32,15 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 ROOT = Path(__file__).resolve().parent.parent
+# run as a script, this folder is sys.path[0] and `import train` would find this file instead of the package
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "train"]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from modeling_wolofmrl import pool  # noqa: E402
+from train.speech_data import (AugmentedSpeechPairs, ClipFeatures, featurize_on_device, group_id,  # noqa: E402
+                               own_transcript, row_wave, speech_features, speech_rows, speech_target, wave_features)
+from train.text_lora import MAX_DELTA_MB, attach_lora, delta_megabytes, is_lora, merge_lora  # noqa: E402
 from wolofmrl.losses import MatryoshkaInfoNCE  # noqa: E402
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -84,6 +87,20 @@ class TrainConfig:
     text_pairs: list[str] = field(default_factory=lambda: ["wo-fr", "fr-fr"])  # text stage: query-passage langs
     text_head_init: str = "identity"  # text stage: "identity" | "pca"
     speech_langs: list[str] = field(default_factory=lambda: ["wo"])
+    # "auto": Wolof clips with a French twin -> fr_text, every other clip -> its own transcript; "transcript": all
+    # clips -> own transcript (phase 1 alignment); "fr": only clips with a French passage (train/speech_data.py)
+    speech_target: str = "auto"
+    # on-the-fly degradation of training clips ({preset: train, prob: 1.0}, wolofmrl.augment); None: feature cache
+    augment: dict | None = None
+    features_on: str = "auto"  # augmented clips' log-mel: "worker" (CPU), "device" (batched STFT), "auto": GPU->device
+    # hard dev condition: dev clips degraded once with fixed settings ({preset: hard, seed: 0}); None: clean only
+    dev_hard: dict | None = None
+    best_on: str = "auto"  # keep-best score: mean of dev metrics starting with this; "auto": speech2fr_hard if any
+    # text stage: LoRA on the text encoder beside the head ({r, alpha, dropout, target_modules}); merged at the end
+    text_lora: dict | None = None
+    word_sources: list[str] = field(default_factory=lambda: ["freedict", "cldr", "wolof_nlp", "wolof-nlp",
+                                                             "wolof_numbers", "wolof-numbers", "dictionary"])
+    word_repeat: int = 1  # text stage: each word-level pair (rows of word_sources) appears this many times
     # data
     bucket_batches: int = 16  # batches per length bucket (sorted by duration inside a bucket)
     max_text_tokens: int = 128
@@ -109,6 +126,16 @@ class TrainConfig:
     save_model: bool = True  # save_pretrained folder in output_dir/model
 
     def __post_init__(self):
+        if isinstance(self.resume, str) and self.resume.lower() in ("none", "null", ""):
+            self.resume = None
+        for key in ("output_dir", "init_delta", "delta_out"):  # "{seed}" in a path: one folder per seed
+            if isinstance(getattr(self, key), str):
+                setattr(self, key, getattr(self, key).replace("{seed}", str(self.seed)))
+        if self.features_on not in ("auto", "worker", "device"):
+            raise ValueError(f"features_on must be auto, worker or device, got {self.features_on!r}")
+        if self.text_lora is not None and self.stage != "text":
+            raise ValueError("text_lora trains the text encoder: it belongs to stage: text (the speech stage starts "
+                             "from its merged delta through init_delta)")
         if self.mixed_precision is False:  # YAML reads a bare `no` as false
             self.mixed_precision = "no"
         if self.mixed_precision not in ("no", "bf16"):
@@ -181,10 +208,10 @@ def load_model(cfg: TrainConfig):
     return model, processor, overrides
 
 
-def load_init_delta(model, path: str | None) -> set[str]:
-    """Apply a delta folder (or file); returns the parameter names it set (they go into this run's delta too)."""
+def load_init_delta(model, path: str | None) -> dict[str, torch.Tensor]:
+    """Apply a delta folder (or file); returns its tensors (as stored: they go into this run's delta too)."""
     if not path:
-        return set()
+        return {}
     from safetensors.torch import load_file
 
     folder = Path(path)
@@ -197,13 +224,15 @@ def load_init_delta(model, path: str | None) -> set[str]:
                 raise ValueError(f"init_delta {path} was trained with {key}={value!r}; this model has "
                                  f"{getattr(model.config, key)!r}")
     model.load_delta(delta)
-    return set(delta)
+    return delta
 
 
 def select_trainable(model, cfg: TrainConfig) -> list[str]:
     model.requires_grad_(False)
     if cfg.stage == "text":
         model.text_head.requires_grad_(True)
+        if cfg.text_lora is not None:  # before the cast below: a LoRA-trained encoder stays fp32
+            attach_lora(model, cfg.text_lora)
     else:
         model.adapter.requires_grad_(True)
         if model.prompt is not None:
@@ -261,26 +290,30 @@ class PairEncoder(nn.Module):
 
 
 # =============================================================================================== data
-def group_id(sentence_id: str) -> int:
-    return zlib.crc32(str(sentence_id).encode())
-
-
 FR_WORDS = "maison école eau pain marché route enfant soleil livre ami travail village mer ciel jour nuit".split()
 WO_WORDS = "kër daara ndox mburu marse yoon xale jant téere xarit liggéey dëkk géej asamaan bés guddi".split()
 
 
-def synthetic_rows(n: int, split: str, seed: int) -> list[dict]:
-    """Synthetic tone-chirp signals paired with random word strings: not speech, not Wolof; for tests only."""
+def synthetic_rows(n: int, split: str, seed: int, langs: list[str] = ("wo",), words: int = 0) -> list[dict]:
+    """Synthetic tone-chirp signals paired with random word strings: not speech, not Wolof; for tests only.
+
+    Row i speaks `langs[i % len(langs)]`: "wo" rows have wo_text + fr_text, "fr" rows fr_text only, other languages
+    a `transcript` only (the alignment rows of phase 1). The first `words` rows are one-word dictionary pairs
+    (`source` "freedict")."""
     from wolofmrl.testing import synthetic_waves
 
     rng = np.random.default_rng(seed)
     waves = synthetic_waves(n, seconds=(0.4, 1.2), seed=seed)
     rows = []
     for i, wave in enumerate(waves):
-        pick = rng.choice(len(FR_WORDS), size=4, replace=False)
-        rows.append(dict(id=f"synthetic-{split}-{i}", sentence_id=f"synthetic-{split}-{i}", speech_lang="wo",
-                         fr_text=" ".join(FR_WORDS[j] for j in pick), wo_text=" ".join(WO_WORDS[j] for j in pick),
-                         audio=wave, sampling_rate=16000, duration_s=len(wave) / 16000, synthetic=True, split=split))
+        pick = rng.choice(len(FR_WORDS), size=1 if i < words else 4, replace=False)
+        fr, wo = " ".join(FR_WORDS[j] for j in pick), " ".join(WO_WORDS[j] for j in pick)
+        lang = langs[i % len(langs)]
+        texts = {"wo": (wo, fr, wo), "fr": ("", fr, fr)}.get(lang, ("", "", f"{lang}: {wo}"))
+        rows.append(dict(id=f"synthetic-{split}-{i}", sentence_id=f"synthetic-{split}-{i}", speech_lang=lang,
+                         wo_text=texts[0], fr_text=texts[1], transcript=texts[2],
+                         source="freedict" if i < words else "synthetic", audio=wave, sampling_rate=16000,
+                         duration_s=len(wave) / 16000, synthetic=True, split=split))
     return rows
 
 
@@ -297,7 +330,10 @@ def read_corpus(root: str, split: str, audio: bool) -> list[dict]:
 
     columns = ["id", "sentence_id", "wo_text", "fr_text", "speech_lang", "duration_s", "synthetic"]
     files = corpus_files(root, split)
-    table = pa.concat_tables([pq.read_table(f, columns=columns + (["audio"] if audio else [])) for f in files])
+    names = [set(pq.read_schema(f).names) for f in files]
+    columns += [c for c in ("transcript", "source", "voice") if all(c in n for n in names)]  # newer corpora
+    columns += ["audio"] if audio else []
+    table = pa.concat_tables([pq.read_table(f, columns=columns) for f in files])
     rows = table.to_pylist()
     for row in rows:
         row["split"] = split
@@ -306,24 +342,9 @@ def read_corpus(root: str, split: str, audio: bool) -> list[dict]:
     return rows
 
 
-def decode_audio(row: dict) -> tuple[np.ndarray, int]:
-    """A row's audio: an array (synthetic) or the datasets Audio struct {bytes, path} decoded with soundfile."""
-    audio = row["audio"]
-    if isinstance(audio, np.ndarray):
-        return audio, int(row.get("sampling_rate", 16000))
-    import soundfile as sf
-
-    source = io.BytesIO(audio["bytes"]) if audio.get("bytes") else Path(row["shard_dir"]) / audio["path"]
-    wave, rate = sf.read(source, dtype="float32", always_2d=True)
-    return wave.mean(axis=1), int(rate)
-
-
 def clip_features(processor, row: dict) -> np.ndarray:
     """One clip's features as the processor makes them alone, unpadded: (mels, frames) or (samples,)."""
-    wave, rate = decode_audio(row)
-    out = processor(audio=[wave], sampling_rate=rate, return_tensors="np")
-    key = "input_features" if "input_features" in out else "input_values"
-    return out[key][0][..., : int(out["attention_mask"][0].sum())].astype(np.float32)
+    return wave_features(processor, row_wave(row))
 
 
 def pad_features(feats: list[np.ndarray], whisper: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -338,20 +359,10 @@ def pad_features(feats: list[np.ndarray], whisper: bool) -> tuple[torch.Tensor, 
     return torch.from_numpy(batch), torch.from_numpy(mask)
 
 
-class _FeatureJob(Dataset):
-    def __init__(self, rows, processor):
-        self.rows, self.processor = rows, processor
-
-    def __len__(self):
-        return len(self.rows)
-
-    def __getitem__(self, i):
-        return clip_features(self.processor, self.rows[i])
-
-
-def compute_features(rows: list[dict], processor, workers: int) -> list[np.ndarray]:
-    """Features of every clip, computed once (in `workers` DataLoader processes): training epochs only pad."""
-    loader = DataLoader(_FeatureJob(rows, processor), batch_size=None, num_workers=workers,
+def compute_features(rows: list[dict], processor, workers: int, hard: dict | None = None) -> list[np.ndarray]:
+    """Features of every clip, computed once (in `workers` DataLoader processes): training epochs only pad.
+    `hard`: degrade each clip first with fixed settings (train/speech_data.ClipFeatures)."""
+    loader = DataLoader(ClipFeatures(rows, processor, hard), batch_size=None, num_workers=workers,
                         collate_fn=lambda x: x)
     return list(loader)
 
@@ -389,8 +400,8 @@ class SpeechPairs(Dataset):
 
     def __getitem__(self, i):
         row = self.rows[i]
-        transcript = row["wo_text"] if row["speech_lang"] == "wo" else row["fr_text"]
-        return {"features": self.features[i], "fr": row["fr_text"], "transcript": transcript,
+        target = row["target"] if "target" in row else speech_target(row, "auto")[0]  # rows not from speech_rows
+        return {"features": self.features[i], "target": target, "transcript": own_transcript(row),
                 "group": group_id(row["sentence_id"])}
 
 
@@ -406,18 +417,34 @@ class TextPairs(Dataset):
         return {"query": q, "doc": d, "group": g}
 
 
-def text_pairs(rows: list[dict], kinds: list[str]) -> list[tuple[str, str, int]]:
-    """(query text, passage text, group) for each unique sentence and each kind such as "wo-fr" or "fr-fr"."""
+def is_word_source(source: str | None, word_sources: list[str]) -> bool:
+    """True for rows of a dictionary / word-list source (their name contains one of `word_sources`)."""
+    return bool(source) and any(w in source for w in word_sources)
+
+
+def text_pairs(rows: list[dict], kinds: list[str], word_sources: list[str] = (), word_repeat: int = 1,
+               log=None) -> list[tuple[str, str, int]]:
+    """(query text, passage text, group) for each unique sentence and each kind such as "wo-fr" or "fr-fr".
+
+    Word-level pairs (rows whose `source` is one of `word_sources`: dictionaries, CLDR names, numbers) are kept
+    beside the sentence pairs, each `word_repeat` times; `log` gets the counts of both."""
     unique = {}
     for row in rows:
         unique.setdefault(row["sentence_id"], row)
-    pairs = []
+    pairs, counts = [], {}
     for kind in kinds:
         a, _, b = kind.partition("-")
         if {a, b} - {"wo", "fr"}:
             raise ValueError(f"text pair kind {kind!r}: use wo-fr, fr-fr, fr-wo or wo-wo")
-        pairs += [(r[f"{a}_text"], r[f"{b}_text"], group_id(sid)) for sid, r in sorted(unique.items())
-                  if r[f"{a}_text"] and r[f"{b}_text"]]  # French-only rows have no Wolof text
+        for sid, r in sorted(unique.items()):
+            if not (r[f"{a}_text"] and r[f"{b}_text"]):  # French-only rows have no Wolof text
+                continue
+            word = is_word_source(r.get("source"), word_sources)
+            pairs += [(r[f"{a}_text"], r[f"{b}_text"], group_id(sid))] * (word_repeat if word else 1)
+            key = f"{kind}/{'word' if word else 'sentence'}"
+            counts[key] = counts.get(key, 0) + 1
+    if log is not None:
+        log({"event": "text_pairs", "pairs": len(pairs), "word_repeat": word_repeat, **counts})
     return pairs
 
 
@@ -431,11 +458,12 @@ class BucketBatchSampler(Sampler):
 
     drop_last = True  # every batch full: all-gathered negatives need equal batch sizes on every process
 
-    def __init__(self, lengths, batch_size: int, bucket_batches: int = 16, seed: int = 0):
+    def __init__(self, lengths, batch_size: int, bucket_batches: int = 16, seed: int = 0, with_epoch: bool = False):
         if len(lengths) < batch_size:
             raise ValueError(f"{len(lengths)} training rows < batch_size {batch_size}")
         self.lengths = np.asarray(lengths, dtype=np.float64)
         self.batch_size, self.bucket_batches, self.seed, self.epoch = batch_size, bucket_batches, seed, 0
+        self.with_epoch = with_epoch  # yield (row, epoch) keys: the dataset seeds its augmentation with them
 
     def use_epoch(self, epoch: int):
         self.epoch = epoch
@@ -453,13 +481,19 @@ class BucketBatchSampler(Sampler):
             bucket = bucket[np.argsort(self.lengths[bucket], kind="stable")]
             batches += [bucket[i: i + self.batch_size].tolist() for i in range(0, len(bucket), self.batch_size)]
         for i in rng.permutation(len(batches)):
-            yield batches[i]
+            yield [(j, self.epoch) for j in batches[i]] if self.with_epoch else batches[i]
 
 
 class Collator:
-    def __init__(self, processor, stage: str, max_text_tokens: int, need_transcript: bool, whisper: bool):
+    """Items -> a padded batch. Speech items carry cached `features`, or a `wave` (augmented on the fly): waves
+    are featurized here, in the worker (`features_on_device=False`), or passed on as `waves` for the training
+    loop to featurize on the device in one batched STFT (train/speech_data.featurize_on_device)."""
+
+    def __init__(self, processor, stage: str, max_text_tokens: int, need_transcript: bool, whisper: bool,
+                 features_on_device: bool = False):
         self.processor, self.stage, self.max_len = processor, stage, max_text_tokens
         self.need_transcript, self.whisper = need_transcript, whisper
+        self.features_on_device = features_on_device
 
     def _text(self, texts, kind):
         t = self.processor(text=texts, text_kind=kind, max_length=self.max_len, return_tensors="pt")
@@ -471,29 +505,50 @@ class Collator:
             batch["q_ids"], batch["q_mask"] = self._text([it["query"] for it in items], "query")
             batch["d_ids"], batch["d_mask"] = self._text([it["doc"] for it in items], "passage")
             return batch
-        feats, mask = pad_features([it["features"] for it in items], self.whisper)
-        batch["input_features" if self.whisper else "input_values"] = feats
-        batch["speech_mask"] = mask
-        batch["d_ids"], batch["d_mask"] = self._text([it["fr"] for it in items], "passage")
+        if "wave" in items[0] and self.features_on_device:
+            batch["waves"] = [it["wave"] for it in items]
+        elif "wave" in items[0]:
+            batch.update(speech_features(self.processor, [it["wave"] for it in items]))
+        else:
+            feats, mask = pad_features([it["features"] for it in items], self.whisper)
+            batch["input_features" if self.whisper else "input_values"] = feats
+            batch["speech_mask"] = mask
+        batch["d_ids"], batch["d_mask"] = self._text([it["target"] for it in items], "passage")
         if self.need_transcript:
             batch["t_ids"], batch["t_mask"] = self._text([it["transcript"] for it in items], "query")
         return batch
 
 
+def speech_datasets(cfg: TrainConfig, train_rows, dev_rows, model, processor, accelerator, log):
+    """(training pairs, dev set, lengths for the sampler) of the speech stage. Training clips come from the feature
+    cache, or, with `augment`, are decoded and degraded in the workers each time they are drawn. Dev speech queries
+    are `eval_speech_lang` clips, clean and (with `dev_hard`) degraded once with fixed hard settings."""
+    max_seconds = cfg.max_audio_seconds or model.config.max_audio_seconds
+    train_rows = speech_rows(train_rows, cfg.speech_langs, max_seconds, cfg.speech_target, log)
+    clips = speech_rows(dev_rows, [cfg.eval_speech_lang], max_seconds, "fr", log)
+    clips = sorted(clips, key=lambda r: r["id"])[: cfg.eval_max_queries]
+    if cfg.augment is not None:
+        train_set = AugmentedSpeechPairs(train_rows, cfg.augment, cfg.seed, max_seconds)
+        lengths = [r["duration_s"] for r in train_rows]
+        log({"event": "augment", **cfg.augment, "features_on": cfg.features_on})
+    else:
+        train_set = SpeechPairs(train_rows, cached_features(train_rows, processor, cfg, "train", accelerator))
+        lengths = [f.shape[-1] for f in train_set.features]
+    hard = None
+    if cfg.dev_hard is not None and accelerator.is_main_process:
+        hard = compute_features(clips, processor, cfg.num_workers, {**cfg.dev_hard, "max_seconds": max_seconds})
+        log({"event": "dev_hard", **cfg.dev_hard, "clips": len(hard)})
+    dev = DevSet(dev_rows, cfg, processor, clips, cached_features(clips, processor, cfg, "dev", accelerator), hard)
+    return train_set, dev, lengths
+
+
 def load_rows(cfg: TrainConfig, split: str) -> list[dict]:
     if "synthetic" in cfg.data:
         n = int(cfg.data["synthetic"])
-        return synthetic_rows(n if split == "train" else int(cfg.data.get("dev", max(8, n // 4))), split,
-                              cfg.seed + (0 if split == "train" else 1000))
+        if split == "train":
+            return synthetic_rows(n, split, cfg.seed, cfg.data.get("langs", ["wo"]), int(cfg.data.get("words", 0)))
+        return synthetic_rows(int(cfg.data.get("dev", max(8, n // 4))), split, cfg.seed + 1000)
     return read_corpus(cfg.data["corpus"], split, audio=cfg.stage == "speech")
-
-
-def speech_rows(rows: list[dict], langs: list[str], max_seconds: float, log) -> list[dict]:
-    kept = [r for r in rows if r["speech_lang"] in langs and r["duration_s"] <= max_seconds]
-    dropped_lang = sum(r["speech_lang"] not in langs for r in rows)
-    log({"event": "rows", "split": rows[0]["split"] if rows else "?", "rows": len(rows), "kept": len(kept),
-         "dropped_speech_lang": dropped_lang, "dropped_too_long": len(rows) - len(kept) - dropped_lang})
-    return kept
 
 
 # =============================================================================================== one step
@@ -597,24 +652,28 @@ def speech_embeddings(model, features: list[np.ndarray], batch_size: int, whispe
 
 class DevSet:
     """Dev queries and documents, embedded on the main process. Documents: the unique French passages of the
-    dev sentences; text queries: their Wolof transcripts; speech queries: the dev clips (capped)."""
+    dev sentences; text queries: their Wolof transcripts; speech queries: the dev clips (capped), clean
+    (`features`) and, when given, degraded with the hard dev condition's fixed settings (`hard_features`).
+    `frozen_text=False` (a text LoRA trains the encoder) re-embeds the texts at every evaluation."""
 
-    def __init__(self, rows, cfg, processor, clips: list[dict] | None = None, features=None):
+    def __init__(self, rows, cfg, processor, clips: list[dict] | None = None, features=None, hard_features=None,
+                 frozen_text: bool = True):
         unique = {}
         for row in rows:
-            unique.setdefault(row["sentence_id"], row)
+            if row["fr_text"]:  # sentences without French (other languages' alignment rows) are no documents
+                unique.setdefault(row["sentence_id"], row)
         self.sids = sorted(unique)
         self.index = {sid: i for i, sid in enumerate(self.sids)}
         self.fr = [unique[s]["fr_text"] for s in self.sids]
         self.wo = [(unique[s]["wo_text"], i) for i, s in enumerate(self.sids) if unique[s]["wo_text"]]
-        self.features = features
+        self.features, self.hard_features, self.frozen_text = features, hard_features, frozen_text
         self.clip_relevant = None if clips is None else torch.tensor([self.index[r["sentence_id"]] for r in clips])
         self.processor, self.cfg = processor, cfg
         self._pooled = None
 
     def pooled(self, model, device):
-        """Frozen pooled embeddings of (Wolof queries, French passages): fixed, computed once."""
-        if self._pooled is None:
+        """Pooled embeddings of (Wolof queries, French passages): computed once while the text encoder is frozen."""
+        if self._pooled is None or not self.frozen_text:
             args = (self.cfg.eval_batch_size, self.cfg.max_text_tokens, device)
             self._pooled = (pooled_texts(model, self.processor, [t for t, _ in self.wo], "query", *args),
                             pooled_texts(model, self.processor, self.fr, "passage", *args))
@@ -626,9 +685,27 @@ class DevSet:
                             torch.tensor([i for _, i in self.wo]), dims, task)
 
     def speech_recall(self, model, dims, device, whisper):
-        q = speech_embeddings(model, self.features, self.cfg.eval_batch_size, whisper, device)
         d = apply_head(model, self.pooled(model, device)[1], device)
-        return recall_table(q, d, self.clip_relevant, dims, "speech2fr")
+        out = {}
+        for task, features in (("speech2fr", self.features), ("speech2fr_hard", self.hard_features)):
+            if features is not None:
+                q = speech_embeddings(model, features, self.cfg.eval_batch_size, whisper, device)
+                out.update(recall_table(q, d, self.clip_relevant, dims, task))
+        return out
+
+
+def dev_score(metrics: dict, best_on: str = "auto") -> float:
+    """The keep-best score: mean of the dev metrics whose name starts with `best_on + "/"` ("auto": the hard speech
+    condition when evaluated, else every metric; "all": every metric).
+
+    Raises:
+        ValueError: `best_on` names no metric."""
+    if best_on == "auto":
+        best_on = "speech2fr_hard" if any(k.startswith("speech2fr_hard/") for k in metrics) else "all"
+    chosen = [v for k, v in metrics.items() if best_on == "all" or k.startswith(best_on + "/")]
+    if not chosen:
+        raise ValueError(f"best_on {best_on!r} matches no dev metric; the dev metrics are {sorted(metrics)}")
+    return float(np.mean(chosen))
 
 
 def pca_rotation(pooled: torch.Tensor) -> torch.Tensor:
@@ -793,13 +870,21 @@ class BestTrainable:
 
 
 # =============================================================================================== outputs
-def write_delta(model, names: set[str], out: Path, overrides: dict, info: dict):
-    """delta.safetensors (fp16, the parameters this run trained or started from) + config_overrides.json."""
+def write_delta(model, names: set[str], out: Path, overrides: dict, info: dict, started: dict | None = None):
+    """delta.safetensors (fp16, the parameters this run trained or started from) + config_overrides.json.
+    Tensors this run started from and did not train are written as `started` holds them (not re-read from a
+    model whose frozen parts may be stored in bfloat16)."""
     from safetensors.torch import save_file
 
     out.mkdir(parents=True, exist_ok=True)
     state = model.state_dict()
-    delta = {n: state[n].detach().to(torch.float16).cpu().contiguous() for n in sorted(names)}
+    started = {n: t for n, t in (started or {}).items() if n not in info.get("trainable", ())}
+    delta = {n: (started[n] if n in started else state[n]).detach().to(torch.float16).cpu().contiguous()
+             for n in sorted(names)}
+    size = delta_megabytes(delta)
+    if size > MAX_DELTA_MB:
+        print(f"[train] warning: delta {out} is {size:.1f} MB, over the {MAX_DELTA_MB:g} MB a committed delta may "
+              "take (fewer LoRA targets or layers)", file=sys.stderr)
     save_file(delta, str(out / "delta.safetensors"), metadata={"format": "pt", "stage": info["stage"],
                                                                 "data": info["data"]})
     (out / "config_overrides.json").write_text(json.dumps(overrides, indent=1) + "\n")
@@ -884,22 +969,21 @@ def train(cfg: TrainConfig) -> dict:
     train_rows, dev_rows = load_rows(cfg, "train"), load_rows(cfg, "dev")
     if cfg.max_rows:
         train_rows = train_rows[: cfg.max_rows]
+    on_device = False
     if cfg.stage == "speech":
-        max_seconds = cfg.max_audio_seconds or model.config.max_audio_seconds
-        train_rows = speech_rows(train_rows, cfg.speech_langs, max_seconds, log)
-        clips = speech_rows(dev_rows, [cfg.eval_speech_lang], max_seconds, log)
-        clips = sorted(clips, key=lambda r: r["id"])[: cfg.eval_max_queries]
-        train_set = SpeechPairs(train_rows, cached_features(train_rows, processor, cfg, "train", accelerator))
-        dev = DevSet(dev_rows, cfg, processor, clips, cached_features(clips, processor, cfg, "dev", accelerator))
-        lengths = [f.shape[-1] for f in train_set.features]
+        train_set, dev, lengths = speech_datasets(cfg, train_rows, dev_rows, model, processor, accelerator, log)
+        on_device = cfg.augment is not None and (cfg.features_on == "device" or (
+            cfg.features_on == "auto" and device.type == "cuda" and whisper))
     else:
-        train_set = TextPairs(text_pairs(train_rows, cfg.text_pairs))
-        dev = DevSet(dev_rows, cfg, processor)
+        train_set = TextPairs(text_pairs(train_rows, cfg.text_pairs, cfg.word_sources, cfg.word_repeat, log))
+        dev = DevSet(dev_rows, cfg, processor, frozen_text=cfg.text_lora is None)
         lengths = [len(q) + len(d) for q, d, _ in train_set.pairs]
-    sampler = BucketBatchSampler(lengths, cfg.batch_size, cfg.bucket_batches, cfg.seed)
+    sampler = BucketBatchSampler(lengths, cfg.batch_size, cfg.bucket_batches, cfg.seed,
+                                 with_epoch=isinstance(train_set, AugmentedSpeechPairs))
     loader = DataLoader(train_set, batch_sampler=sampler, num_workers=cfg.num_workers,
                         persistent_workers=cfg.num_workers > 0, pin_memory=torch.cuda.is_available(),
-                        collate_fn=Collator(processor, cfg.stage, cfg.max_text_tokens, need_teacher, whisper))
+                        collate_fn=Collator(processor, cfg.stage, cfg.max_text_tokens, need_teacher, whisper,
+                                            features_on_device=on_device))
 
     # ---- text stage baselines: frozen identity head and PCA rotation
     baselines = {}
@@ -963,7 +1047,7 @@ def train(cfg: TrainConfig) -> dict:
                     metrics = dev.text_recall(inner, eval_dims, device)
                 else:
                     metrics = dev.speech_recall(inner, eval_dims, device, whisper)
-            score = float(np.mean(list(metrics.values())))
+            score = dev_score(metrics, cfg.best_on)
             log({"event": "eval", "step": step, "dev_queries": len(dev.features) if dev.features else len(dev.wo),
                  "dev_docs": len(dev.sids), "dev_score": score, **metrics}, echo=True)
             if cfg.keep_best:
@@ -989,6 +1073,7 @@ def train(cfg: TrainConfig) -> dict:
             position["batch_in_epoch"] += 1
             position["micro"] += 1
             sync = position["micro"] % cfg.grad_accum == 0
+            batch = featurize_on_device(batch, processor, device)
             loss, parts = forward_backward(encoder, batch, loss_fn, accelerator, 1.0 / cfg.grad_accum, sync,
                                            cfg.grad_cache_chunk)
             stats["samples"] += batch["groups"].shape[0]
@@ -1062,7 +1147,11 @@ def train(cfg: TrainConfig) -> dict:
         with accelerator.autocast():
             if cfg.stage == "speech":  # text topline: the gold Wolof transcript through the (frozen) text side
                 result.update(dev.text_recall(model, eval_dims, device, task="topline/text_wo2fr"))
+        if metrics:
+            result["dev_score"] = dev_score(metrics, cfg.best_on)  # what keep-best compares; text LoRA vs head too
         result.update(baselines)
+        if is_lora(model):  # the adapters become plain text-encoder weights: the delta needs no peft at run time
+            trainable = [n for n in trainable if "lora_" not in n] + merge_lora(model)
         seconds = totals["seconds"] or 1e-9
         perf = {"samples_per_s": totals["samples"] / seconds, "tflops_per_device": totals["flops"] / seconds / 1e12,
                 "mfu": totals["flops"] / seconds / peak if peak else None, "train_seconds": seconds,
@@ -1071,10 +1160,10 @@ def train(cfg: TrainConfig) -> dict:
         result["perf"] = perf
         info = {"stage": cfg.stage, "data": cfg.data_name, "steps": position["step"], "metrics": result,
                 "config": dataclasses.asdict(cfg), "trainable": trainable, "started_from": sorted(started_from)}
-        names = set(trainable) | started_from
-        write_delta(model, names, output_dir / "delta", overrides, info)
+        names = set(trainable) | set(started_from)
+        write_delta(model, names, output_dir / "delta", overrides, info, started_from)
         if cfg.delta_out:
-            write_delta(model, names, Path(cfg.delta_out), overrides, info)
+            write_delta(model, names, Path(cfg.delta_out), overrides, info, started_from)
         if cfg.save_model:
             from wolofmrl.build import save
 
