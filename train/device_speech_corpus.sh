@@ -23,6 +23,18 @@ prepare() {
   mkdir -p "$CARRY/debs" "$CARRY/whl"
   (cd "$CARRY/debs" && ls espeak-ng_*.deb >/dev/null 2>&1 \
     || apt-get download espeak-ng espeak-ng-data libespeak-ng1 libpcaudio0 libsonic0)
+  # espeak-ng-data holds ~110 language dictionaries (4.2 MB): keep the ones the voice plan reads, so the
+  # carry (backbones + this) stays under the device's 64 MiB
+  local data_deb
+  data_deb=$(ls "$CARRY"/debs/espeak-ng-data_*.deb)
+  if dpkg-deb -c "$data_deb" | grep -q "/ru_dict"; then
+    local tmp; tmp=$(mktemp -d)
+    dpkg-deb -R "$data_deb" "$tmp/d"
+    for f in "$tmp"/d/usr/lib/x86_64-linux-gnu/espeak-ng-data/*_dict; do
+      case $(basename "$f" _dict) in fr|sw|es|it|id|ms|pt|en) ;; *) rm "$f" ;; esac
+    done
+    dpkg-deb -Zxz -b "$tmp/d" "$data_deb" >/dev/null && rm -rf "$tmp"
+  fi
   # libpcaudio0 needs ALSA + PulseAudio, which that machine lacks: a stub stands in (no sound device is opened)
   mkdir -p "$CARRY/stub"
   cc -shared -fPIC -O2 -Wall -o "$CARRY/stub/libpcaudio.so.0" -Wl,-soname,libpcaudio.so.0 train/pcaudio_stub.c

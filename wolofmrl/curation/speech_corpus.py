@@ -2,6 +2,7 @@
 
     python -m wolofmrl.curation.speech_corpus texts --config train/configs/data/quality.yaml [--fetch]
     python -m wolofmrl.curation.speech_corpus synth --texts T.jsonl.gz --out DIR --workers N
+    python -m wolofmrl.curation.speech_corpus text-shards --texts T.jsonl.gz --out DIR   # stage 1: text pairs only
 
 `synth` writes corpus shards in the schema of `shards.py` plus a ``transcript`` column (the text spoken; for
 Wolof the CLAD text, not its respelling): ``DIR/<split>/<split>-<chunk>.parquet``, Audio ``{bytes, path}`` FLAC
@@ -329,6 +330,41 @@ def _card_markdown(card: dict) -> str:
     return "\n".join(lines)
 
 
+# --------------------------------------------------------------------------- text-only shards (stage 1)
+TEXT_COLUMNS = ["id", "sentence_id", "source", "wo_text", "fr_text", "speech_lang", "transcript", "duration_s",
+                "synthetic"]
+
+
+def write_text_shards(texts: str | Path, out: str | Path) -> dict:
+    """Every Wolof–French pair of the text JSONL (sentences and the text-only word pairs) as audio-less shards
+    ``out/<split>/<split>-00000.parquet`` with the columns the text stage reads; one row per sentence id.
+
+    Returns {split: rows written} plus the counts dropped per reason (no_pair: a row without both a Wolof and a
+    French text; duplicate_sentence: a second row of a sentence already written; split_<name>: a split the
+    text stage does not read, e.g. the intent bucket)."""
+    from .speech_texts import read_texts
+
+    out, seen, kept, dropped = Path(out), set(), {s: [] for s in SPLITS}, Counter()
+    for row in read_texts(texts):
+        if not (row.get("wo_text") and row.get("fr_text")):
+            dropped["no_pair"] += 1
+        elif row["split"] not in kept:
+            dropped[f"split_{row['split']}"] += 1
+        elif row["sentence_id"] in seen:
+            dropped["duplicate_sentence"] += 1
+        else:
+            seen.add(row["sentence_id"])
+            kept[row["split"]].append({"id": row["id"], "sentence_id": row["sentence_id"], "source": row["source"],
+                                       "wo_text": row["wo_text"], "fr_text": row["fr_text"], "speech_lang": "wo",
+                                       "transcript": row["wo_text"], "duration_s": 0.0, "synthetic": True})
+    schema = pa.schema([(c, pa.float64() if c == "duration_s" else pa.bool_() if c == "synthetic" else pa.string())
+                        for c in TEXT_COLUMNS])
+    for split, rows in kept.items():
+        (out / split).mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.Table.from_pylist(rows, schema=schema), out / split / f"{split}-00000.parquet")
+    return {**{s: len(r) for s, r in kept.items()}, "dropped": dict(dropped)}
+
+
 # --------------------------------------------------------------------------- CLI
 def main(argv=None) -> int:
     from .config import load_config
@@ -346,7 +382,13 @@ def main(argv=None) -> int:
     s.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     s.add_argument("--sample-every", type=int, default=1, help="voice every n-th clip only (timing a build)")
     s.add_argument("--stop-after-chunks", type=int, help=argparse.SUPPRESS)  # tests: a simulated kill
+    ts = sub.add_parser("text-shards", help="the Wolof-French text pairs as audio-less shards (stage 1)")
+    ts.add_argument("--texts", required=True)
+    ts.add_argument("--out", required=True)
     args = ap.parse_args(argv)
+    if args.cmd == "text-shards":
+        print(json.dumps(write_text_shards(args.texts, args.out), indent=1))
+        return 0
     cfg = load_config(args.config)
     if args.cmd == "texts":
         from .speech_texts import build_texts, write_texts
