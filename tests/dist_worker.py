@@ -18,9 +18,12 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 from accelerate import Accelerator  # noqa: E402
 
-from train.train import (Collator, PairEncoder, SpeechPairs, TrainConfig, compute_features,  # noqa: E402
-                         forward_backward, group_id, load_model, select_trainable, slice_batch, step_loss,
-                         synthetic_rows)
+from train.config import TrainConfig  # noqa: E402
+from train.data import Collator, SpeechPairs, compute_features, synthetic_rows  # noqa: E402
+from train.model import PairEncoder, load_model, select_trainable  # noqa: E402
+from train.speech_data import group_id  # noqa: E402
+from train.step import forward_backward, step_loss  # noqa: E402
+from wolofmrl.gradcache import slice_batch  # noqa: E402
 from wolofmrl.losses import MatryoshkaInfoNCE  # noqa: E402
 
 CASES = [  # (name, stage, strategy, GradCache chunk)

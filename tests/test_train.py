@@ -12,9 +12,13 @@ import torch
 from safetensors.torch import load_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `train/` is a folder of scripts, not installed
-from train.train import (BucketBatchSampler, Collator, FlopCounter, PairEncoder, SpeechPairs, TrainConfig,  # noqa: E402
-                         cached_features, clip_features, forward_backward, load_config, load_model, pad_features,
-                         select_trainable, step_loss, synthetic_rows, train)
+from train.config import TrainConfig, load_config  # noqa: E402
+from train.data import (BucketBatchSampler, Collator, SpeechPairs, cached_features, compute_features,  # noqa: E402
+                        pad_features, synthetic_rows)
+from train.flops import FlopCounter  # noqa: E402
+from train.model import PairEncoder, load_model, select_trainable  # noqa: E402
+from train.step import forward_backward, step_loss  # noqa: E402
+from train.train import train  # noqa: E402
 from wolofmrl.losses import MatryoshkaInfoNCE  # noqa: E402
 from wolofmrl.testing import synthetic_waves, tiny_model  # noqa: E402
 
@@ -48,7 +52,7 @@ def test_config_yaml_and_overrides():
 def test_padding_matches_processor():
     _, processor = tiny_model("fusion")
     rows = synthetic_rows(3, "train", seed=0)
-    feats, mask = pad_features([clip_features(processor, r) for r in rows], whisper=True)
+    feats, mask = pad_features(compute_features(rows, processor, 0), whisper=True)
     ref = processor(audio=[r["audio"] for r in rows], sampling_rate=16000, return_tensors="pt")
     assert torch.equal(feats, ref["input_features"]) and torch.equal(mask, ref["attention_mask"])
 
@@ -158,7 +162,7 @@ def test_flop_formula_matches_flop_counter():
     rows = synthetic_rows(4, "train", seed=0)
     for r in rows:  # equal lengths: the formula counts real tokens, the counter counts padded shapes
         r["audio"], r["fr_text"] = rows[0]["audio"], rows[0]["fr_text"]
-    data = SpeechPairs(rows, [clip_features(processor, r) for r in rows])
+    data = SpeechPairs(rows, compute_features(rows, processor, 0))
     batch = Collator(processor, "speech", 64, need_transcript=False, whisper=True)([data[i] for i in range(4)])
     batch["groups"] = torch.arange(4)
     crit = MatryoshkaInfoNCE(model.config.matryoshka_dims)
@@ -223,7 +227,8 @@ def test_corpus_shards_both_stages(tmp_path):
     assert rows[1]["kept"] == 4 * 2 and rows[1]["dropped_speech_lang"] == 2  # dev queries: Wolof speech only
     assert all(r["data"] == f"corpus:{corpus}" for r in lines)
     assert "speech2fr/R@1/48" in speech and "topline/text_wo2fr/R@1/48" in speech
-    assert len(list((tmp_path / "feature_cache").glob("*.npz"))) == 2  # train + dev features, shared by runs
+    # training features, shared by runs (dev clips are decoded once and embedded through wolofmrl/inference.py)
+    assert len(list((tmp_path / "feature_cache").glob("train-*.npz"))) == 1
 
 
 def test_feature_cache_round_trip(tmp_path):
@@ -235,20 +240,19 @@ def test_feature_cache_round_trip(tmp_path):
 
     corpus = write_corpus(tmp_path / "corpus", n_sentences=2)
     _, processor = tiny_model("fusion")
-    from train.train import read_corpus
+    from train.data import read_corpus
 
     rows = read_corpus(str(corpus), "train", audio=True)
     cfg = TrainConfig(data={"corpus": str(corpus)}, output_dir=str(tmp_path / "out"))
     first = cached_features(rows, processor, cfg, "train", OneProcess())
     again = cached_features(rows, processor, cfg, "train", OneProcess())  # read back from the .npz
-    for a, b, row in zip(first, again, rows):
-        direct = clip_features(processor, row)
+    for a, b, direct in zip(first, again, compute_features(rows, processor, 0)):
         assert a.shape == direct.shape and np.array_equal(b, direct)
 
 
 
 def test_best_trainable_keeps_and_restores_the_best(tmp_path):
-    from train.train import BestTrainable
+    from train.checkpoints import BestTrainable
 
     model = torch.nn.Linear(3, 2)
     model.bias.requires_grad_(False)

@@ -14,7 +14,9 @@ from safetensors.torch import load_file
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `train/` is a folder of scripts, not installed
 from train.choose import choose  # noqa: E402
 from train.speech_data import AugmentedSpeechPairs, speech_features, speech_rows, wave_features  # noqa: E402
-from train.train import TrainConfig, synthetic_rows, train  # noqa: E402
+from train.config import TrainConfig, load_config  # noqa: E402
+from train.data import synthetic_rows  # noqa: E402
+from train.train import train  # noqa: E402
 from wolofmrl.testing import tiny_model  # noqa: E402
 
 CONFIGS = Path(__file__).resolve().parent.parent / "train" / "configs"
@@ -69,8 +71,6 @@ def test_augmented_clips_change_each_epoch_and_features_match_the_processor():
 
 def test_curriculum_phase1_alignment_then_phase2_with_hard_dev(tmp_path):
     pytest.importorskip("wolofmrl.augment")
-    from train.train import load_config
-
     phase1 = load_config(CONFIGS / "cpu_tiny_recipe.yaml", [
         f"output_dir={tmp_path}/align_s{{seed}}", "seed=2", "max_steps=4", "eval_every=2", "save_every=0",
         "batch_size=6", "data.synthetic=24", "data.dev=8", "features_on=device"])

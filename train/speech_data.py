@@ -186,13 +186,13 @@ def wave_features(processor, wave: np.ndarray) -> np.ndarray:
     return out[key][0][..., : int(out["attention_mask"][0].sum())].astype(np.float32)
 
 
-class ClipFeatures(Dataset):
-    """Features of each row's clip (for computing them once in DataLoader workers). With `hard` =
-    {"preset", "seed", "max_seconds", "babble"}, each clip is first degraded with fixed settings (generator seeded
-    by (seed, clip index); babble talkers are other clips of `rows`): the hard dev condition."""
+class ClipWaves(Dataset):
+    """Each row's clip as a 16 kHz wave (for decoding once in DataLoader workers). With `hard` = {"preset", "seed",
+    "max_seconds", "babble"}, each clip is degraded with fixed settings (generator seeded by (seed, clip index);
+    babble talkers are other clips of `rows`): the hard dev condition."""
 
-    def __init__(self, rows: list[dict], processor, hard: dict | None = None):
-        self.rows, self.processor, self.hard = rows, processor, hard
+    def __init__(self, rows: list[dict], hard: dict | None = None):
+        self.rows, self.hard = rows, hard
         self._degrade = None
 
     def __len__(self):
@@ -200,11 +200,28 @@ class ClipFeatures(Dataset):
 
     def __getitem__(self, i) -> np.ndarray:
         wave = row_wave(self.rows[i])
-        if self.hard:
-            if self._degrade is None:
-                self._degrade = degrader(self.hard.get("preset", "hard"))
-            rng = np.random.default_rng([int(self.hard.get("seed", 0)), i])
-            others = babble_sources(self.rows, i, rng, int(self.hard.get("babble", 4)))
-            wave, _ = self._degrade(wave, rng, others)
-            wave = fit_length(wave, self.hard["max_seconds"])
-        return wave_features(self.processor, wave)
+        if not self.hard:
+            return wave
+        if self._degrade is None:
+            self._degrade = degrader(self.hard.get("preset", "hard"))
+        rng = np.random.default_rng([int(self.hard.get("seed", 0)), i])
+        others = babble_sources(self.rows, i, rng, int(self.hard.get("babble", 4)))
+        return fit_length(self._degrade(wave, rng, others)[0], self.hard["max_seconds"])
+
+
+class ClipFeatures(ClipWaves):
+    """Each row's clip features as the processor makes them alone (`wave_features`), for the feature cache."""
+
+    def __init__(self, rows: list[dict], processor):
+        super().__init__(rows)
+        self.processor = processor
+
+    def __getitem__(self, i) -> np.ndarray:
+        return wave_features(self.processor, super().__getitem__(i))
+
+
+def in_workers(dataset: Dataset, workers: int) -> list:
+    """Every item of `dataset`, computed in `workers` DataLoader processes (0: here), in order."""
+    from torch.utils.data import DataLoader
+
+    return list(DataLoader(dataset, batch_size=None, num_workers=workers, collate_fn=lambda x: x))

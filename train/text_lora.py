@@ -55,10 +55,13 @@ def lora_targets(model) -> list[str]:
 
 def merge_lora(model) -> list[str]:
     """Merge the adapters into the text encoder's weights and drop peft: `model.text_model` is the plain encoder
-    again. Returns the names of the weights that changed (they belong in the delta)."""
+    again. The merged weights are marked trainable (so `delta_state_dict` holds them); returns their names."""
     names = lora_targets(model)
     model.text_model = model.text_model.merge_and_unload()
     model.text_model.requires_grad_(False)
+    params = dict(model.named_parameters())
+    for name in names:  # what training changed: `model.delta_state_dict()` (the delta) takes these weights
+        params[name].requires_grad_(True)
     return names
 
 
