@@ -149,3 +149,36 @@ def test_gathered_negatives_two_processes_equal_one():
     # without the other process's rows the loss would differ: the negatives really are gathered
     local, _ = MatryoshkaInfoNCE([6, 3])(q_all[:4], d_all[:4], scale, groups=groups[:4])
     assert abs(local.item() - results[0][1]) > 1e-3
+
+
+def test_gradcache_equals_one_pass():
+    """GradCache (wolofmrl/gradcache.py) gives the gradients of one pass over the whole batch, for per-row outputs,
+    a trainable shared scale, and an untrained teacher."""
+    from wolofmrl.gradcache import GradCache, chunk_slices
+
+    torch.manual_seed(0)
+    q_net, d_net = torch.nn.Linear(6, 8), torch.nn.Linear(6, 8)
+    log_scale = torch.nn.Parameter(torch.tensor(2.0))
+    teacher = torch.randn(7, 8)
+    batch = {"x": torch.randn(7, 6), "y": torch.randn(7, 6), "t": teacher, "groups": torch.tensor([0, 1, 2, 3, 3, 4, 5])}
+    crit = MatryoshkaInfoNCE([8, 4], distill="cosine", distill_weight=0.5)
+
+    def encoder(b):
+        return {"q": q_net(b["x"]), "d": d_net(b["y"]), "t": b["t"], "scale": log_scale.exp()}
+
+    def loss_fn(out, b):
+        return crit(out["q"], out["d"], out["scale"], teacher=out["t"], groups=b["groups"])
+
+    params = [*q_net.parameters(), *d_net.parameters(), log_scale]
+    loss, _ = loss_fn(encoder(batch), batch)
+    (loss * 0.5).backward()
+    expected = [p.grad.clone() for p in params]
+    for p in params:
+        p.grad = None
+    cached_loss, _ = GradCache(3)(encoder, batch, loss_fn, {"q": True, "d": True, "scale": True}, 7, factor=0.5)
+    assert cached_loss.item() == pytest.approx(loss.item(), rel=1e-6)
+    for got, want in zip(params, expected):
+        torch.testing.assert_close(got.grad, want, rtol=1e-5, atol=1e-6)
+    assert [(s.start, s.stop) for s in chunk_slices(7, 3)] == [(0, 3), (3, 6), (6, 7)]
+    with pytest.raises(ValueError, match="chunk"):
+        GradCache(0)

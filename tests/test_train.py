@@ -118,6 +118,28 @@ def test_resume_is_exact(tmp_path):
     assert not torch.equal(a["model.adapter.proj.weight"], at_3["model.adapter.proj.weight"])  # steps 4-6 did train
 
 
+def test_resume_refuses_other_settings_and_names_damaged_files(tmp_path):
+    from train.checkpoints import ResumeError, adapt_processes
+
+    common = dict(data={"synthetic": 16, "dev": 8}, batch_size=4, max_steps=4, save_every=2)
+    assert train(tiny_cfg(tmp_path, "run", stop_after_steps=2, **common)) == {"stopped_at": 2}
+    for key, value in (("batch_size", 2), ("lr", 0.05), ("grad_accum", 2), ("seed", 3)):
+        with pytest.raises(ResumeError, match=rf"{key}=.*--resume none"):
+            train(tiny_cfg(tmp_path, "run", resume="auto", **{**common, key: value}))
+    checkpoint = tmp_path / "run" / "checkpoints" / "step_0000002"
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    assert state["run"]["batch_size"] == 4 and state["run"]["processes"] == 1 and "optimizer.bin" in state["files"]
+    with open(checkpoint / "optimizer.bin", "r+b") as f:
+        f.truncate(f.seek(0, 2) // 2)
+    with pytest.raises(ResumeError, match=r"step_0000002/optimizer.bin is missing, truncated or corrupt.*--resume none"):
+        train(tiny_cfg(tmp_path, "run", resume="auto", **common))
+    # another process count is adapted explicitly: 2 processes x 3 batches = 6 batches of the sampler consumed
+    state = {"step": 3, "epoch": 1, "batch_in_epoch": 3, "micro": 3, "run": {"processes": 2, "batch_size": 4}}
+    logged = []
+    assert adapt_processes(state, 1, logged.append)["batch_in_epoch"] == 6
+    assert logged[0]["event"] == "resume_adapted" and "global batch changes from 8 to 4" in logged[0]["message"]
+
+
 def test_text_stage_with_pca_baseline(tmp_path):
     cfg = tiny_cfg(tmp_path, "text", stage="text", data={"synthetic": 48, "dev": 16}, max_steps=8,
                    text_head_init="pca", lr=3e-3)

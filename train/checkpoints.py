@@ -3,7 +3,9 @@ and the delta a run writes (through the model's own `delta_state_dict`).
 
 A checkpoint records what a resume must match: batch size, learning rate, gradient accumulation, number of
 processes, seed, stage and data. Resuming with another value is refused with a message naming the setting and the
-two ways out (the old value, or `--resume none`); a truncated or corrupt file is named, with the same way out.
+two ways out (the old value, or `--resume none`), except the number of processes, which is adapted explicitly: the
+data position is converted (the sampler's batches do not depend on it) and a warning names the new global batch.
+A truncated or corrupt file is named, with the way out.
 """
 
 from __future__ import annotations
@@ -64,7 +66,8 @@ def save_checkpoint(accelerator, output_dir: Path, position: dict, cfg: TrainCon
     accelerator.wait_for_everyone()  # every process's files are on disk before they are summed
     if accelerator.is_main_process:
         files = {f.name: _sha256(f) for f in sorted(path.iterdir()) if f.is_file() and f.name != STATE_FILE}
-        state = {**position, "run": identity, "files": files, "config": dataclasses.asdict(cfg)}
+        state = {**position, "processes": identity["processes"], "run": identity, "files": files,
+                 "config": dataclasses.asdict(cfg)}
         (path / STATE_FILE).write_text(json.dumps(state, indent=1))
         for folder in sorted((output_dir / "checkpoints").glob("step_*"))[: -max(cfg.keep_checkpoints, 1)]:
             shutil.rmtree(folder, ignore_errors=True)
@@ -85,7 +88,7 @@ def checkpoint_state(path: Path, identity: dict) -> dict:
         raise ResumeError(f"checkpoint file {path / STATE_FILE} is unreadable ({err}); {fresh}") from err
     recorded = state.get("run", {})
     for key, value in identity.items():
-        if key in recorded and recorded[key] != value:
+        if key in recorded and recorded[key] != value and key != "processes":
             raise ResumeError(
                 f"checkpoint {path} was written with {key}={recorded[key]!r} but this run has {key}={value!r}; "
                 f"resume with the old value ({_how_to_set(key, recorded[key])}) or start over with --resume none")
@@ -104,12 +107,33 @@ def _how_to_set(key: str, value) -> str:
     return f"--set {key}={value}"
 
 
-def resume(accelerator, path: Path, identity: dict, position: dict) -> dict:
+def adapt_processes(state: dict, processes: int, log) -> dict:
+    """The data position of a checkpoint written by another number of processes, for `processes`.
+
+    Every process draws every k-th batch of the same batch sampler, so after n batches per process on k processes
+    k*n batches of the epoch are consumed: this run skips k*n/processes per process (rounded down: at most
+    processes-1 batches are seen twice). The global batch changes with the process count; a warning says so."""
+    old = state["run"]["processes"]
+    batch = state["run"]["batch_size"]
+    consumed = state["batch_in_epoch"] * old
+    position = {**state, "batch_in_epoch": consumed // processes}
+    message = (f"warning: checkpoint written by {old} processes, resumed with {processes}: the global batch changes "
+               f"from {old * batch} to {processes * batch} rows (batch_size {batch} per process); data position "
+               f"converted ({consumed} batches of epoch {state['epoch']} consumed). Launch {old} processes to resume "
+               "exactly, or --resume none to start over.")
+    print(message, file=sys.stderr)
+    log({"event": "resume_adapted", "setting": "processes", "old": old, "new": processes, "message": message})
+    return position
+
+
+def resume(accelerator, path: Path, identity: dict, position: dict, log=lambda record: None) -> dict:
     """Load checkpoint `path` into the prepared objects; returns the data position to continue from.
 
     Raises:
         ResumeError: see `checkpoint_state`, or accelerate could not load a file (named with the fix)."""
     state = checkpoint_state(path, identity)
+    if state.get("run", {}).get("processes", identity["processes"]) != identity["processes"]:
+        state = adapt_processes(state, identity["processes"], log)
     try:
         accelerator.load_state(str(path), strict=False)
     except Exception as err:  # torch / safetensors raise OSError, RuntimeError, SafetensorError...
