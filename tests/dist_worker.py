@@ -1,12 +1,17 @@
-"""Worker of tests/test_distributed.py; run it under torchrun (gloo on CPU):
+"""Worker of tests/test_distributed.py; run it under torchrun, on CPU (gloo) or on one GPU per process (NCCL):
 
-    torchrun --nproc_per_node 2 tests/dist_worker.py OUT.json
+    torchrun --nproc_per_node 2 tests/dist_worker.py OUT.json                       # CPU, gloo (make test)
+    NCCL_NVLS_ENABLE=0 torchrun --standalone --nproc_per_node 2 tests/dist_worker.py OUT.json --device cuda
 
-Each process takes its half of one fixed batch and runs train.py's step through DDP (accelerate.prepare) with
+Each process takes its share of one fixed batch and runs train.py's step through DDP (accelerate.prepare) with
 negatives all-gathered; every process then runs the same step alone on the whole batch (gather off) from a copy
-of the same initial model, and rank 0 writes the loss and gradient differences to OUT.json.
+of the same initial model, and rank 0 writes the loss and gradient differences to OUT.json and checks them:
+loss within rel 1e-5, every gradient within TOLERANCE[device] x max(1, largest gradient) (CPU: 1e-5; CUDA: 1e-4,
+fp32 with TF32 off: reductions run in another order across GPUs). Exit code 1 when a case is outside them.
+Any number of processes that divides the batch of 8 (1, 2, 4, 8) works.
 """
 
+import argparse
 import copy
 import json
 import sys
@@ -26,6 +31,7 @@ from train.step import forward_backward, step_loss  # noqa: E402
 from wolofmrl.gradcache import slice_batch  # noqa: E402
 from wolofmrl.losses import MatryoshkaInfoNCE  # noqa: E402
 
+TOLERANCE = {"cpu": 1e-5, "cuda": 1e-4}  # max |grad difference| / max(1, max |grad|)
 CASES = [  # (name, stage, strategy, GradCache chunk)
     ("fusion", "speech", "fusion", 0),
     ("fusion-gradcache", "speech", "fusion", 2),
@@ -54,27 +60,32 @@ def grads(model):
     return {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def main(out_path: str):
-    accelerator = Accelerator(cpu=True)
+def main(out_path: str, device: str = "cpu"):
+    if device == "cuda":  # exact fp32 matmuls: TF32 would dominate the differences
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+    accelerator = Accelerator(cpu=device == "cpu")
     rank, world = accelerator.process_index, accelerator.num_processes
-    assert world == 2, f"run under torchrun --nproc_per_node 2 (got {world} process)"
+    assert world >= 2 and 8 % world == 0, f"run under torchrun --nproc_per_node 2, 4 or 8 (got {world})"
     rows = synthetic_rows(8, "train", seed=0)
-    rows[5]["sentence_id"] = rows[1]["sentence_id"]  # one sentence on both processes: masked as a negative
-    report = {"world": world}
+    rows[5]["sentence_id"] = rows[1]["sentence_id"]  # one sentence on two processes: masked as a negative
+    share = 8 // world
+    report = {"world": world, "device": device, "backend": str(accelerator.distributed_type),
+              "gpu": torch.cuda.get_device_name() if device == "cuda" else None, "tolerance": TOLERANCE[device]}
     bases = {}
     for name, stage, strategy, chunk in CASES:
         cfg = TrainConfig(stage=stage, model={"tiny": {"strategy": strategy, "num_prompt_tokens": 2}},
                           logit_scale_init=10.0, batch_size=4)
         if strategy not in bases:
             bases[strategy] = load_model(cfg)[:2]
-        model, processor = copy.deepcopy(bases[strategy][0]), bases[strategy][1]
+        model, processor = copy.deepcopy(bases[strategy][0]).to(accelerator.device), bases[strategy][1]
         select_trainable(model, cfg)
         if stage == "speech":
             model.logit_scale.data.fill_(torch.log(torch.tensor(10.0)))
         reference = copy.deepcopy(model)
-        full = batch_for(cfg, processor, rows)
+        full = {k: v.to(accelerator.device) for k, v in batch_for(cfg, processor, rows).items()}
         dims = model.config.matryoshka_dims
-        half = slice(rank * 4, rank * 4 + 4)
+        half = slice(rank * share, rank * share + share)
         need_teacher = stage == "speech"
 
         encoder = accelerator.prepare(PairEncoder(model, cfg, need_teacher))
@@ -92,11 +103,24 @@ def main(out_path: str):
             "max_abs_grad": max(g.abs().max().item() for g in ref_grads.values()),
             "params": sorted(ref_grads),
         }
+        r = report[name]
+        r["ok"] = (abs(r["loss_2proc"] - r["loss_1proc"]) <= 1e-5 * abs(r["loss_1proc"]) and
+                   r["max_abs_grad_diff"] <= TOLERANCE[device] * max(1.0, r["max_abs_grad"]))
+    ok = all(report[name]["ok"] for name, *_ in CASES)
     if rank == 0:
         Path(out_path).write_text(json.dumps(report, indent=1))
+        for name, *_ in CASES:
+            r = report[name]
+            print(f"{name:18s} loss {world} proc {r['loss_2proc']:.6f} vs 1 proc {r['loss_1proc']:.6f}; max |grad diff| "
+                  f"{r['max_abs_grad_diff']:.2e} (max |grad| {r['max_abs_grad']:.2e}) {'ok' if r['ok'] else 'OUT'}")
     accelerator.wait_for_everyone()
     accelerator.end_training()
+    sys.exit(0 if ok else 1)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("out", help="JSON report written by rank 0")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    args = p.parse_args()
+    main(args.out, args.device)
