@@ -43,6 +43,9 @@ class FlopCounter:
             c.num_prompt_tokens if c.strategy == "fusion" else 0)
         self.speech_trains = not c.freeze_speech_encoder
         self.head_trains = cfg.stage == "text"
+        # a text LoRA trains inside every layer: backward takes input gradients through the whole encoder (1 more
+        # forward's worth); the adapters' own weight gradients are negligible
+        self.text_passes = 2 if cfg.stage == "text" and cfg.text_lora is not None else 1
 
     @staticmethod
     def _transformer(spec, lengths: torch.Tensor) -> float:
@@ -56,7 +59,7 @@ class FlopCounter:
             total = 0.0
             for side in ("q", "d"):
                 lengths = batch[f"{side}_mask"].sum(1)
-                total += self._transformer(self.text, lengths) + 2 * self.head * len(lengths)
+                total += self.text_passes * self._transformer(self.text, lengths) + 2 * self.head * len(lengths)
             return total
         mask = batch["speech_mask"]
         b = mask.shape[0]
