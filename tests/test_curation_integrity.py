@@ -70,6 +70,13 @@ def test_a_deleted_voice_chunk_is_detected_and_only_it_is_rebuilt(built, tmp_pat
     assert shard_hashes(out) == built[2]
 
 
+def test_a_chunk_made_from_other_tasks_is_not_kept(built):
+    from wolofmrl.curation.stages_voice import chunk_is_sound
+
+    voice_dir = Stage(built[0], "voice").final
+    assert not chunk_is_sound(voice_dir, 0, [{"id": "some-other-sentence-wo-espeak-wo-m1-p50"}])
+
+
 def test_a_truncated_stage_file_redoes_that_stage_and_the_later_ones(built, tmp_path, caplog):
     out = _copy(built, tmp_path)
     sentences = out / "_stages/dedupe/sentences.jsonl"
@@ -79,6 +86,7 @@ def test_a_truncated_stage_file_redoes_that_stage_and_the_later_ones(built, tmp_
         rep = pipeline.run(small_cfg(), out=out, workers=1)
     assert "dedupe is damaged" in caplog.text and "sentences.jsonl" in caplog.text
     assert rep["dedupe"]["kept"] == len(lines) and rep["write"]["kept"] == built[1]["write"]["kept"]
+    assert rep["voice"]["clips_this_run"] == 0  # same tasks, sound chunks: no clip spoken again
     assert shard_hashes(out) == built[2]
 
 

@@ -63,23 +63,27 @@ STAGES = tuple(s.name for s in STAGE_TABLE)
 
 def _invalidate(st: dict[str, Stage], fp: str) -> None:
     """Finished stages that cannot be reused are redone, with everything after them: built with another config
-    (fingerprint), or damaged (a file missing or failing its checksum — named in the warning). A damaged voice
-    stage is reopened, so its sound chunks are kept."""
+    (fingerprint), or damaged (a file missing or failing its checksum — named in the warning). After damage (same
+    config) a finished voice stage is reopened rather than deleted: its chunks that still verify, made from the
+    same tasks, are kept (hours of TTS), the rest are made again."""
     for i, name in enumerate(STAGES):
         stage = st[name]
         if not stage.done:
             continue
         if stage.report.get("config_fingerprint") != fp:
             log.warning("%s and later stages were built with another config: redone", name)
+            damaged = False
         elif problems := stage.damage():
             more = f" (+{len(problems) - 5} more)" if len(problems) > 5 else ""
             log.warning("%s is damaged, so it and later stages are redone: %s%s", name, "; ".join(problems[:5]), more)
-            if name == "voice":
-                stage.reopen()
+            damaged = True
         else:
             continue
         for later in STAGES[i:]:
-            shutil.rmtree(st[later].final, ignore_errors=True)
+            if damaged and later == "voice" and st[later].done:
+                st[later].reopen()
+            else:
+                shutil.rmtree(st[later].final, ignore_errors=True)
         return
 
 

@@ -1,9 +1,10 @@
 """The voice stage: every sentence spoken by TTS voices, every recording decoded, in deterministic chunks.
 
 Tasks (one clip each) are cut into chunks of ``voice.chunk_size``; a worker writes ``chunk-<i>.parquet`` and its
-``chunk-<i>.json`` (rows, drops, SHA-256 of the Parquet file) atomically. A killed run resumes: a chunk whose file
-is missing or fails its checksum is made again, the others are kept, and the stage ends byte-identical to an
-uninterrupted run (same input → same bytes, whatever the worker count).
+``chunk-<i>.json`` (rows, drops, SHA-256 of the Parquet file, a digest of its task ids) atomically. A killed or
+damaged run resumes: a chunk whose file is missing, fails its checksum or was made from other tasks is made again,
+the others are kept, and the stage ends byte-identical to an uninterrupted run (same input → same bytes, whatever
+the worker count).
 """
 from __future__ import annotations
 
@@ -175,9 +176,14 @@ def chunk_paths(directory: Path, idx: int) -> tuple[Path, Path]:
     return directory / f"chunk-{idx:06d}.parquet", directory / f"chunk-{idx:06d}.json"
 
 
-def chunk_is_sound(directory: Path, idx: int) -> bool:
-    """True when chunk `idx` is finished and its Parquet file matches the size and SHA-256 its JSON recorded
-    (a chunk of an older build, without a checksum, must at least have the recorded row count)."""
+def tasks_digest(tasks: list[dict]) -> str:
+    """16-hex digest of a chunk's task ids: a kept chunk must have been made from the same tasks."""
+    return f"{stable_hash(*(t['id'] for t in tasks)):016x}"
+
+
+def chunk_is_sound(directory: Path, idx: int, tasks: list[dict]) -> bool:
+    """True when chunk `idx` is finished, was made from these `tasks`, and its Parquet file matches the size and
+    SHA-256 its JSON recorded (a chunk of an older build, without them, must at least have its row count)."""
     parquet, meta_path = chunk_paths(directory, idx)
     if not (parquet.is_file() and meta_path.is_file()):
         return False
@@ -187,7 +193,8 @@ def chunk_is_sound(directory: Path, idx: int) -> bool:
             return pq.ParquetFile(parquet).metadata.num_rows == meta["rows"]
     except Exception:  # unreadable JSON or Parquet footer: remake the chunk
         return False
-    return file_record(parquet) == {"bytes": meta["bytes"], "sha256": meta["sha256"], "rows": meta["rows"]}
+    return meta.get("tasks_digest") == tasks_digest(tasks) and file_record(parquet) == {
+        "bytes": meta["bytes"], "sha256": meta["sha256"], "rows": meta["rows"]}
 
 
 def _voice_chunk(args) -> tuple[int, dict]:
@@ -207,7 +214,7 @@ def _voice_chunk(args) -> tuple[int, dict]:
     tmp = parquet.with_name(f".{parquet.name}.tmp")
     pq.write_table(table, tmp)
     record = file_record(tmp)
-    meta = {"chunk": idx, "tasks": len(tasks), **drops.as_dict(), "bytes": record["bytes"], "sha256": record["sha256"],
+    meta = {"chunk": idx, "tasks": len(tasks), "tasks_digest": tasks_digest(tasks), **drops.as_dict(), "bytes": record["bytes"], "sha256": record["sha256"],
             "rows": len(rows), "audio_s": round(sum(r["duration_s"] for r in rows), 3), "cpu_s": round(cpu_s, 2),
             "wall_s": round(wall_s, 2), "engines": dict(Counter(engine(r["voice"]) for r in rows))}
     meta_tmp = meta_path.with_name(f".{meta_path.name}.tmp")
@@ -326,7 +333,7 @@ def stage_voice(cfg: dict, ingest: Stage, dedupe: Stage, st: Stage, workers: int
         recorded = _audio_tasks(iter_audio_items(ingest.path("audio")), sents, aliases, cfg, specs)
         for idx, ts in _chunked(itertools.chain(spoken, recorded), int(cfg["voice"]["chunk_size"])):
             n_chunks = idx + 1
-            if not chunk_is_sound(tmp, idx):
+            if not chunk_is_sound(tmp, idx, ts):
                 yield idx, ts, cfg, str(tmp)
 
     this_run = _make_chunks(todo(), workers, stop_after_chunks)
