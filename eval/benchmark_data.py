@@ -193,6 +193,9 @@ class OfflineBenchmark:
             raise FileNotFoundError(
                 f"no parquet shards under {self.data_dir / split}: build the corpus (`make data`), pass --data <dir>, "
                 "or make a synthetic fixture with `python eval/fixture.py --out <dir>`")
+        from wolofmrl.curation.shards import verify_split
+
+        verify_split(self.data_dir, split)  # names a damaged shard and its rows before anything is read
         ds = load_dataset("parquet", data_files={split: files}, split=split)
         missing = [c for c in CONTRACT_COLUMNS if c not in ds.column_names]
         if missing:

@@ -389,3 +389,66 @@ def test_minilm_folder_loads(backbone_dir):
     mask = batch["attention_mask"].unsqueeze(-1).float()
     emb = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1)
     assert emb[0] @ emb[1] > emb[0] @ emb[2]
+
+
+# ---------------------------------------------------------------- the backbone table (fast)
+
+
+def test_backbone_table_is_complete_and_agrees_with_the_converted_folders():
+    from wolofmrl.convert import ARCHITECTURES, architecture
+
+    for name, b in BACKBONES.items():
+        assert b.role in ("speech", "text") and b.hub_id and b.model_type in ARCHITECTURES, name
+        if b.role == "text":
+            assert b.pooling in ("mean", "last", "cls") and b.query_prefix is not None, name
+        folder = Path("build/backbones") / name
+        if is_complete(folder, name):  # what was converted is the type the table says
+            assert json.loads((folder / "config.json").read_text())["model_type"] == b.model_type, name
+    assert architecture("some-new-encoder").layers == "num_hidden_layers"  # unknown types: plain-encoder defaults
+
+
+@pytest.mark.parametrize("kind,pooler,pooling,positions", [
+    ("xlm-roberta", False, "mean", 512), ("bert", False, "mean", 512), ("qwen3", None, "last", 1024)])
+def test_builder_fields_from_the_table_fit_transformers(kind, pooler, pooling, positions):
+    from transformers import AutoConfig, AutoModel
+
+    from wolofmrl.build import text_backbone_fields
+    from wolofmrl.testing import tiny_text_config
+
+    raw = tiny_text_config(kind, vocab_size=64)
+    config = AutoConfig.for_model(raw.pop("model_type"), **raw)
+    fields = text_backbone_fields("some/local-folder", config)
+    assert (fields["text_add_pooling_layer"], fields["text_pooling"], fields["text_max_positions"]) == (
+        pooler, pooling, positions)
+    kwargs = {} if pooler is None else {"add_pooling_layer": pooler}
+    model = AutoModel.from_config(config, **kwargs)  # the argument exists exactly where the table says
+    assert not any("pooler" in n for n, _ in model.named_parameters())
+    if pooler is not None:
+        assert any("pooler" in n for n, _ in AutoModel.from_config(config).named_parameters())
+    # the positions a fused sequence may use: the last one embeds, one more does not
+    ids = torch_ids(positions + 1)
+    model(input_ids=ids[:, :positions])
+    if kind != "qwen3":  # rotary positions have no table to overflow
+        with pytest.raises(Exception):
+            model(input_ids=ids)
+    e5 = text_backbone_fields("build/backbones/multilingual-e5-small", config)
+    assert (e5["query_prefix"], e5["passage_prefix"]) == ("query: ", "passage: ")
+
+
+def test_flop_facts_read_the_configs():
+    from transformers import AutoConfig
+
+    from wolofmrl.convert import architecture
+    from wolofmrl.testing import tiny_speech_config
+
+    for kind, frame in (("whisper", ("mel", 2)), ("wav2vec2", ("samples", 320)), ("hubert", ("samples", 320))):
+        raw = tiny_speech_config(kind)
+        config = AutoConfig.for_model(raw.pop("model_type"), **raw)
+        arch = architecture(config.model_type)
+        assert (arch.num_layers(config), arch.hidden_size(config), arch.input_per_frame) == (2, 32, frame)
+
+
+def torch_ids(n: int):
+    import torch
+
+    return torch.full((1, n), 5, dtype=torch.long)

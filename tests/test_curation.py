@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from gettext_mo import write_mo
 
 from wolofmrl.curation import offline_sources, pipeline
 from wolofmrl.curation.config import load_config
@@ -66,8 +67,15 @@ def test_wolof_numbers_roundtrip():
 
 
 # --------------------------------------------------------------------------- offline readers + reserved
+def _segments(events) -> list[dict]:
+    """The segments of a reader's ("seg", segment) events (offline readers yield nothing else)."""
+    events = list(events)
+    assert all(kind == "seg" for kind, _ in events)
+    return [seg for _, seg in events]
+
+
 def test_mo_parser_roundtrip(tmp_path):
-    offline_sources.write_mo(tmp_path / "x.mo", {"": "header", "Open": "Ubbi", "ctx\x04Save": "Denc"})
+    write_mo(tmp_path / "x.mo", {"": "header", "Open": "Ubbi", "ctx\x04Save": "Denc"})
     cat = read_mo(tmp_path / "x.mo")
     assert cat["Open"] == ("Open", "Ubbi") and cat["ctx\x04Save"] == ("Save", "Denc") and "" in cat
 
@@ -76,7 +84,7 @@ def test_reserved_catalogs_excluded_everywhere():
     assert {"klavaro", "tuxpaint", "tuxtype"} <= RESERVED
     assert reserved_name("tuxtype.mo") == "tuxtype" and reserved_name("demo") is None
     d = Drops()
-    segs = list(offline_sources.iter_gettext({"locale_dir": str(FIX / "locale")}, d, set()))
+    segs = _segments(offline_sources.iter_gettext({"locale_dir": str(FIX / "locale")}, d, set()))
     assert segs and all("klavaro" not in s["group"] and "tuxpaint" not in s["group"] for s in segs)
     assert d.counts["reserved_source"] == 2  # klavaro.mo and tuxpaint.mo: counted, not read
     assert not any("Tapez" in s["text"] for s in segs)
@@ -94,18 +102,18 @@ def test_reserved_catalogs_excluded_everywhere():
 
 def test_offline_readers_on_fixtures():
     d = Drops()
-    mw = list(offline_sources.iter_mediawiki({"root": str(FIX / "mediawiki")}, d, set()))
+    mw = _segments(offline_sources.iter_mediawiki({"root": str(FIX / "mediawiki")}, d, set()))
     assert {s["lang"] for s in mw} == {"wo", "fr"} and all(s["license"] for s in mw)
     assert any(s["key"] == "mainpage" and s["lang"] == "wo" for s in mw)
-    deb = list(offline_sources.iter_debconf({"control_dir": str(FIX / "control")}, d, set()))
+    deb = _segments(offline_sources.iter_debconf({"control_dir": str(FIX / "control")}, d, set()))
     assert {(s["key"], s["lang"]) for s in deb} >= {("demo/choose/desc0", "wo"), ("demo/choose/choice1", "fr")}
-    ud = list(offline_sources.iter_udhr({"dir": str(FIX / "udhr")}, d, set()))
+    ud = _segments(offline_sources.iter_udhr({"dir": str(FIX / "udhr")}, d, set()))
     assert ("art02/all" in {s["key"] for s in ud}) and d.notes["udhr_section_joined"] == 1
-    fd = list(offline_sources.iter_freedict({"dir": str(FIX / "freedict")}, d, set()))
+    fd = _segments(offline_sources.iter_freedict({"dir": str(FIX / "freedict")}, d, set()))
     assert {s["text"] for s in fd if s["lang"] == "fr"} == {"eau", "maison", "lire"}
     assert d.counts["empty_text"] == 1 and d.counts["dict_metadata"] == 1  # xale: no gloss
     missing = Drops()
-    assert list(offline_sources.iter_udhr({"dir": "/nonexistent"}, missing, set())) == []
+    assert _segments(offline_sources.iter_udhr({"dir": "/nonexistent"}, missing, set())) == []
     assert missing.counts["missing_source_file"] == 1
 
 
@@ -226,7 +234,7 @@ def test_bad_inputs_in_offline_sources(tmp_path):
     bad = tmp_path / "locale"
     shutil.copytree(FIX / "locale", bad)
     (bad / "wo/LC_MESSAGES/broken.mo").write_bytes(b"\x00garbage")  # corrupt
-    offline_sources.write_mo(bad / "wo/LC_MESSAGES/orphan.mo", {"Hello there friend": "Salaam aleekum sama xarit"})
+    write_mo(bad / "wo/LC_MESSAGES/orphan.mo", {"Hello there friend": "Salaam aleekum sama xarit"})
     cfg["sources"] = [{"name": "gettext", "type": "gettext", "locale_dir": str(bad), "fr_only": True},
                       {"name": "udhr", "type": "udhr", "dir": str(tmp_path / "missing")}]
     rep = pipeline.run(cfg, out=tmp_path / "out", until="pair")
@@ -244,8 +252,8 @@ def _synthetic_reader(n):
             fr = f"L'enfant numéro {j} est allé à la maison pour lire un nouveau livre"
             if i % 97 == 0:
                 wo = "Am na $1 xët"  # junk
-            yield {"source": "synth", "group": "g", "key": key, "lang": "wo", "text": wo, "en": "", "license": "test"}
-            yield {"source": "synth", "group": "g", "key": key, "lang": "fr", "text": fr, "en": "", "license": "test"}
+            yield "seg", {"source": "synth", "group": "g", "key": key, "lang": "wo", "text": wo, "en": "", "license": "test"}
+            yield "seg", {"source": "synth", "group": "g", "key": key, "lang": "fr", "text": fr, "en": "", "license": "test"}
     return reader
 
 

@@ -31,25 +31,37 @@ from modeling_wolofmrl import WolofMRLModel  # noqa: E402
 from processing_wolofmrl import WolofMRLProcessor  # noqa: E402
 
 WEIGHTS = ROOT / "weights"
-HUB_BACKBONES = {"whisper-base": "openai/whisper-base", "whisper-tiny.en": "openai/whisper-tiny.en",
-                 "multilingual-e5-small": "intfloat/multilingual-e5-small",
-                 "all-MiniLM-L6-v2": "sentence-transformers/all-MiniLM-L6-v2"}
-TEXT_POOLING = {"multilingual-e5-small": "mean", "all-MiniLM-L6-v2": "mean"}
-PREFIXES = {"multilingual-e5-small": ("query: ", "passage: "), "all-MiniLM-L6-v2": ("", "")}
 MARKER = "wolofmrl_build.json"
 
 
 def backbone_path(name: str, hub: bool = False, root: str | Path | None = None) -> str:
-    """Local folder of a converted backbone, or its Hub id when `hub=True`."""
+    """Local folder of a converted backbone, or its Hub id when `hub=True` (from the backbone table)."""
+    from wolofmrl.convert import BACKBONES
+
     if hub:
-        if name not in HUB_BACKBONES:
-            raise ValueError(f"unknown backbone {name!r}; known: {sorted(HUB_BACKBONES)}")
-        return HUB_BACKBONES[name]
+        known = sorted(n for n, b in BACKBONES.items() if b.hub_id)
+        if name not in known:
+            raise ValueError(f"unknown backbone {name!r} for --hub; known: {known}")
+        return BACKBONES[name].hub_id
     if Path(name).is_dir():
         return str(name)
     from wolofmrl.convert import ensure_backbone
 
     return str(ensure_backbone(name, root=root or ROOT / "build" / "backbones"))
+
+
+def text_backbone_fields(text: str, text_config) -> dict:
+    """The WolofMRLConfig fields the model needs from the backbone table (the model file cannot import it):
+    pooling, prefixes, whether the text model is built without its pooler, the positions a fused sequence may use."""
+    from wolofmrl.convert import architecture, backbone_spec
+
+    arch = architecture(text_config.model_type)
+    spec = backbone_spec(text)
+    pooling = spec.pooling if spec and spec.pooling else arch.text_pooling
+    query_prefix, passage_prefix = (spec.query_prefix, spec.passage_prefix) if spec else ("query: ", "passage: ")
+    return {"text_pooling": pooling, "query_prefix": query_prefix, "passage_prefix": passage_prefix,
+            "text_add_pooling_layer": False if arch.pooler else None,
+            "text_max_positions": arch.max_positions(text_config)}
 
 
 def fusion_token_ids(tokenizer, query_prefix: str) -> tuple[list[int], list[int]]:
@@ -91,13 +103,13 @@ def assemble(speech: str = "whisper-base", text: str = "multilingual-e5-small", 
     text_dir = backbone_path(text, hub, backbone_root)
     delta_dir, overrides = load_delta_dir(delta)
     tokenizer = AutoTokenizer.from_pretrained(text_dir)
-    query_prefix, passage_prefix = PREFIXES.get(Path(text).name, ("query: ", "passage: "))
-    prefix_ids, suffix_ids = fusion_token_ids(tokenizer, query_prefix or "query:")
     speech_config = AutoConfig.from_pretrained(speech_dir)
     text_config = AutoConfig.from_pretrained(text_dir)
+    fields = text_backbone_fields(text, text_config)
+    query_prefix, passage_prefix = fields["query_prefix"], fields["passage_prefix"]
+    prefix_ids, suffix_ids = fusion_token_ids(tokenizer, query_prefix or "query:")
     kwargs = dict(speech_config=speech_config.to_dict(), text_config=text_config.to_dict(), strategy=strategy,
-                  text_pooling=TEXT_POOLING.get(Path(text).name, "mean"), query_prefix=query_prefix,
-                  passage_prefix=passage_prefix, fusion_prefix_ids=prefix_ids, fusion_suffix_ids=suffix_ids)
+                  fusion_prefix_ids=prefix_ids, fusion_suffix_ids=suffix_ids, **fields)
     kwargs.update(overrides)
     kwargs.update(config_kwargs)
     if kwargs["strategy"] != strategy:
@@ -109,8 +121,7 @@ def assemble(speech: str = "whisper-base", text: str = "multilingual-e5-small", 
     if config.speech_config.model_type == "whisper":  # WhisperModel: keep the encoder's weights only
         speech_state = {k[len("encoder."):]: v for k, v in speech_state.items() if k.startswith("encoder.")}
     load_exact(model.speech_tower.encoder, speech_state, f"backbone {speech_dir}")
-    pooler_free = {"add_pooling_layer": False} if config.text_config.model_type in ("bert", "roberta",
-                                                                                 "xlm-roberta") else {}
+    pooler_free = {"add_pooling_layer": False} if fields["text_add_pooling_layer"] is False else {}
     text_state = AutoModel.from_pretrained(text_dir, **pooler_free).state_dict()
     load_exact(model.text_model, text_state, f"backbone {text_dir}")
     if delta_dir is not None:

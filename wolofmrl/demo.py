@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None):
     pairs = proverb_pairs(args.n)
     voice = args.voice or list_voices("wo")[0]
     start = time.time()
-    clips = [synthesize(wo, "wo", voice, seed=i) for i, (wo, _) in enumerate(pairs)]
+    clips = [synthesize(wo, "wo", voice) for wo, _ in pairs]
     synth_s = time.time() - start
     french = [fr for _, fr in pairs]
 

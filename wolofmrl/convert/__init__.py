@@ -10,11 +10,17 @@ Importing this package is cheap (no torch / transformers); converters load them 
 """
 
 from .assets import MissingAssetError
-from .backbones import BACKBONES, MARKER, build_info, ensure_backbone, is_complete
+from .backbones import (ARCHITECTURES, BACKBONES, MARKER, Architecture, Backbone, architecture, backbone_spec,
+                        build_info, ensure_backbone, is_complete)
 from .ct2 import CT2Model, read_ct2_model
 
 __all__ = [
+    "ARCHITECTURES",
+    "Architecture",
     "BACKBONES",
+    "Backbone",
+    "architecture",
+    "backbone_spec",
     "MARKER",
     "CT2Model",
     "MissingAssetError",

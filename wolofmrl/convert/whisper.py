@@ -136,14 +136,23 @@ def _zero_k_bias(bias: torch.Tensor, where: str) -> None:
         raise ValueError(f"{where}: the key projection bias is not zero; it cannot be dropped")
 
 
+def _encoder_positions(stored: torch.Tensor, config) -> torch.Tensor:
+    """Whisper's exact float32 sinusoid table, once the stored (fp16-rounded) one is shown to be it."""
+    from transformers.models.whisper.modeling_whisper import sinusoids
+
+    exact = sinusoids(config.max_source_positions, config.d_model).to(torch.float32)
+    # fp16 rounding of values in [-1, 1] is at most ~5e-4; more means a different table.
+    if stored.shape != exact.shape or (stored - exact).abs().max().item() > 2e-3:
+        raise ValueError("encoder position encodings are not Whisper's sinusoids")
+    return exact
+
+
 def whisper_state_dict_from_ct2(ct2: CT2Model, config) -> dict[str, torch.Tensor]:
     """Map CTranslate2 Whisper variables onto `WhisperForConditionalGeneration` parameter names.
 
     Raises if a CTranslate2 tensor is left unused (other than the scalar options read
     into the config), so a layout change cannot silently drop weights.
     """
-    from transformers.models.whisper.modeling_whisper import sinusoids
-
     take = _Consumer(ct2)
     sd: dict[str, torch.Tensor] = {}
 
@@ -182,12 +191,7 @@ def whisper_state_dict_from_ct2(ct2: CT2Model, config) -> dict[str, torch.Tensor
     # --- encoder ---
     for i in (1, 2):
         linear(f"model.encoder.conv{i}", take(f"encoder/conv{i}/weight"), take(f"encoder/conv{i}/bias"))
-    stored = take("encoder/position_encodings/encodings")
-    exact = sinusoids(config.max_source_positions, config.d_model).to(torch.float32)
-    # fp16 rounding of values in [-1, 1] is at most ~5e-4; more means a different table.
-    if stored.shape != exact.shape or (stored - exact).abs().max().item() > 2e-3:
-        raise ValueError("encoder position encodings are not Whisper's sinusoids")
-    sd["model.encoder.embed_positions.weight"] = exact
+    sd["model.encoder.embed_positions.weight"] = _encoder_positions(take("encoder/position_encodings/encodings"), config)
     for i in range(config.encoder_layers):
         hf, ct = f"model.encoder.layers.{i}", f"encoder/layer_{i}"
         layer_norm(f"{hf}.self_attn_layer_norm", f"{ct}/self_attention/layer_norm")

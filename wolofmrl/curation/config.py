@@ -61,7 +61,3 @@ def load_config(path: str | Path, **overrides) -> dict:
     cfg = _merge(cfg, {k: v for k, v in overrides.items() if v is not None})
     cfg["_config_path"] = str(path)
     return cfg
-
-
-def from_dict(raw: dict) -> dict:
-    return _merge(DEFAULTS, raw)

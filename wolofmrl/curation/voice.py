@@ -2,7 +2,7 @@
 
 Public API (also used by the model demo)::
 
-    synthesize(text, lang, voice, speed=1.0, seed=0) -> np.ndarray  # float32 mono 16 kHz
+    synthesize(text, lang, voice, speed=1.0) -> np.ndarray  # float32 mono 16 kHz
     list_voices(lang) -> list[str]
 
 Voices (the voice string is the speaker id):
@@ -49,10 +49,6 @@ def list_voices(lang: str) -> list[str]:
     kokoro = [f"kokoro-{v}" for v in KOKORO_BASE + KOKORO_MIXES]
     espeak = [f"espeak-{lang}-{v}-p{p}" for v in ESPEAK_VARIANTS for p in ESPEAK_PITCHES]
     return kokoro + espeak
-
-
-def engine_of(voice: str) -> str:
-    return voice.split("-", 1)[0]
 
 
 # --------------------------------------------------------------------------- text → phonemes
@@ -244,21 +240,22 @@ def to_16k(x: np.ndarray, sr: int) -> np.ndarray:
     return x
 
 
-def synthesize(text: str, lang: str, voice: str, speed: float = 1.0, seed: int = 0) -> np.ndarray:
-    """Speak `text` (lang "wo" or "fr") with `voice`; float32 mono at 16 kHz.
+def synthesize(text: str, lang: str, voice: str, speed: float = 1.0) -> np.ndarray:
+    """Speak `text` (lang "wo" or "fr") with `voice` (see `list_voices`) at `speed` (1.0: the engine's own
+    rate); float32 mono at 16 kHz, silence trimmed. Deterministic: same arguments, same samples.
 
-    Deterministic: the engines are; `seed` is accepted for API stability (and future
-    stochastic voices) and does not change the output today.
+    Raises:
+        ValueError: an unknown `lang` or `voice`, empty `text`, or an espeak voice of the other language.
     """
     if lang not in ("wo", "fr"):
         raise ValueError(f"lang must be 'wo' or 'fr', not {lang!r}")
     if not text or not text.strip():
         raise ValueError("empty text")
-    engine, _, name = voice.partition("-")
-    if engine == "kokoro":
+    kind, _, name = voice.partition("-")
+    if kind == "kokoro":
         ph = wolof_ipa_to_kokoro(text) if lang == "wo" else ipa_to_kokoro(espeak_ipa(text, "fr"))
         x, sr = kokoro_phonemes(ph, name, speed), KOKORO_SR
-    elif engine == "espeak":
+    elif kind == "espeak":
         vlang, variant, pitch = name.split("-")
         if vlang != lang:
             raise ValueError(f"voice {voice} speaks {vlang}, not {lang}")
