@@ -197,3 +197,10 @@ def test_wolbanking77_overlap_free_needs_text(tmp_path):
     assert bd.wolbanking77_intents(root=tmp_path).notes["overlap_sentences"] == 0
     with pytest.raises(ValueError, match="text column"):
         bd.wolbanking77_intents(root=tmp_path, overlap_free=True)
+
+
+def test_a_changed_plan_is_refused(tmp_path):
+    folder = tmp_path / "clean"
+    intents._write_chunks([], folder, lambda x: x, "x")
+    with pytest.raises(RuntimeError, match="different plan"):
+        intents._write_chunks([{"id": "a"}], folder, lambda x: x, "x")
