@@ -312,8 +312,9 @@ def plot(rows: list[dict], path: Path, info: dict) -> None:
                             label=f"{strategy}" + ("" if cond == "text" else f" ({cond})"))
         for r in rows:
             if r["setting"] == "baseline":
-                ax.axhline(100 * r["accuracy"], color="grey", lw=0.8, ls=":" if r["strategy"] == "majority" else "-.")
-                ax.text(ax.get_xlim()[0] if ax.lines else 8, 100 * r["accuracy"], r["strategy"], fontsize=6, va="bottom")
+                ax.axhline(100 * r["accuracy"], color="grey", lw=0.9, ls=":" if r["strategy"] == "majority" else "-.",
+                           label=f"{r['strategy']} floor (text)")
+        ax.axhline(100 / info["n_labels"], color="black", lw=0.6, ls=(0, (1, 4)), label="chance (1/intents)")
         ax.set_xscale("log", base=2)
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("embedding dim (Matryoshka prefix)")
