@@ -82,22 +82,32 @@ def test_plan_is_sentence_and_voice_disjoint_and_held_out():
         assert {c["role"] for c in clips if c["intent"] == intent} == {"support", "test"}
 
 
-def test_build_is_resumable_and_writes_both_conditions(tmp_path, monkeypatch):
-    monkeypatch.setattr(intents, "KOKORO_SHARE", 0.0)  # Kokoro is slow on CPU; espeak-ng voices the test clips
+@pytest.fixture(scope="module")
+def tiny_set(tmp_path_factory):
+    """A real build (espeak-ng voices, the hard degradation) of 2 intents x 2 sentences."""
+    mp = pytest.MonkeyPatch()
+    mp.setattr(intents, "KOKORO_SHARE", 0.0)  # Kokoro is slow on CPU; espeak-ng voices the test clips
+    tmp = tmp_path_factory.mktemp("intent-set")
     by_intent, _ = intents.select_sentences(_sentences(), CFG)
     small = {i: ss[:2] for i, ss in list(by_intent.items())[:2]}
-    path = tmp_path / "sentences.jsonl"
+    path = tmp / "sentences.jsonl"
     path.write_text("".join(json.dumps(s) + "\n" for ss in small.values() for s in ss))
-    cfg_path = tmp_path / "cfg.yaml"
+    cfg_path = tmp / "cfg.yaml"
     cfg_path.write_text(json.dumps({"sources": [{"name": "mediawiki", "type": "mediawiki"}],
                                     "split": {"dev": 0.08, "test": 0.08, "intent": 0.12, "salt": "wolofmrl-split-v1"}}))
-    out = tmp_path / "set"
-    manifest = intents.build(cfg_path, out, path)
-    assert set(manifest["counts"]) == set(small)
+    manifest = intents.build(cfg_path, tmp / "set", path)
+    yield {"cfg": cfg_path, "out": tmp / "set", "sentences": path, "manifest": manifest, "intents": set(small)}
+    mp.undo()
+
+
+def test_build_is_resumable_and_writes_both_conditions(tiny_set, monkeypatch):
+    monkeypatch.setattr(intents, "KOKORO_SHARE", 0.0)
+    out = tiny_set["out"]
+    assert set(tiny_set["manifest"]["counts"]) == tiny_set["intents"]
     first = sorted(out.glob("*/chunk-*.parquet"))
     before = [p.read_bytes() for p in first]
     first[-1].unlink()  # a killed run: the rerun redoes only what is missing
-    intents.build(cfg_path, out, path)
+    intents.build(tiny_set["cfg"], out, tiny_set["sentences"])
     assert [p.read_bytes() for p in sorted(out.glob("*/chunk-*.parquet"))] == before
     clean, hard = intents.read_set(out, "clean"), intents.read_set(out, "hard")
     tests_clean = [r for r in clean if r["role"] == "test"]
@@ -105,6 +115,26 @@ def test_build_is_resumable_and_writes_both_conditions(tmp_path, monkeypatch):
     assert [r["id"] for r in tests_clean] == [r["id"] for r in tests_hard]
     assert all(r["degradation"] for r in tests_hard) and all(r["audio"] != c["audio"]
                                                             for r, c in zip(tests_hard, tests_clean))
+
+
+def test_run_command_runs_the_intent_set(tiny_set, tmp_path):
+    """eval/run.py --intent-set on a tiny random model: every setting, dim and condition, mteb files, plot."""
+    import run
+    from wolofmrl.build import save
+    from wolofmrl.testing import tiny_model
+
+    model, processor = tiny_model()
+    save(model, processor, tmp_path / "tiny")
+    run.main(["--model", str(tmp_path / "tiny"), "--intent-set", str(tiny_set["out"]), "--intent-only",
+              "--out", str(tmp_path / "r")])
+    res = json.loads((tmp_path / "r" / "intent" / "scores.json").read_text())
+    dims = set(model.config.matryoshka_dims) | {model.config.embedding_dim}
+    speech = [r for r in res["rows"] if r["condition"] in ("clean", "hard")]
+    assert {(r["condition"], r["setting"]) for r in speech} == {
+        (c, s) for c in ("clean", "hard") for s in ("zero_shot", "k1", "k4", "k16", "probe")}
+    assert {r["dim"] for r in speech} == dims
+    assert {r["strategy"] for r in res["rows"]} == {model.config.strategy, "text", "majority", "bow"}
+    assert (tmp_path / "r" / "intent" / "intent_accuracy_vs_dim.png").is_file()
 
 
 # ------------------------------------------------------------------------------------------------ evaluation
