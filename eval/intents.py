@@ -144,6 +144,39 @@ def select_sentences(sentences, cfg: dict) -> tuple[dict[str, list[dict]], Count
     return {i: by_intent[i] for i in label_names() if i in by_intent}, drops
 
 
+SPEECH_TEXTS = REPO / "train" / "data" / "speech_texts.jsonl.gz"  # the training corpus's text side (issue 16)
+
+
+def check_against_training_texts(by_intent: dict[str, list[dict]], path: str | Path = SPEECH_TEXTS) -> dict:
+    """Where the training corpus's text file puts each selected sentence: counts by its split there.
+
+    Raises ValueError when a selected sentence is a *train* sentence there, or shares a folded Wolof / French
+    text with a train row (leakage); {"missing_file": path} when the file is absent."""
+    import gzip
+
+    from wolofmrl.curation.text import dedupe_key
+
+    path = Path(path)
+    if not path.is_file():
+        return {"missing_file": str(path)}
+    ours = {s["sentence_id"] for ss in by_intent.values() for s in ss}
+    texts = {dedupe_key(s[k]) for ss in by_intent.values() for s in ss for k in ("wo_text", "fr_text")}
+    found, leaks = Counter(), []
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        for line in f:
+            r = json.loads(line)
+            if r["sentence_id"] in ours:
+                found[r["split"]] += 1
+            if r["split"] == "train" and any(dedupe_key(r.get(k) or "") in texts
+                                             for k in ("wo_text", "fr_text", "transcript") if r.get(k)):
+                leaks.append(r["id"])
+    if found.get("train") or leaks:
+        raise ValueError(f"{path}: {found.get('train', 0)} selected sentences are train sentences there and "
+                         f"{len(leaks)} train rows share their text (e.g. {leaks[:3]}): the salt or split fractions "
+                         "differ from the training corpus's config")
+    return {"file": str(path), "rows_by_split": dict(found)}
+
+
 def plan_clips(by_intent: dict[str, list[dict]], salt: str) -> list[dict]:
     """Every clip to synthesise (clean condition): support sentences x SUPPORT_VOICES, test sentences x
     TEST_ESPEAK_PER_SENTENCE of TEST_VOICES (+ one Kokoro voice for a KOKORO_SHARE of them). Deterministic."""
@@ -266,6 +299,7 @@ def build(config: str | Path, out: str | Path, sentences: str | Path | None = No
                                 f"--config {config} --fetch --until dedupe`, or pass --sentences")
     by_intent, drops = select_sentences(read_jsonl(src), cfg)
     salt = cfg["split"]["salt"]
+    training_check = check_against_training_texts(by_intent)
     clips = plan_clips(by_intent, salt)
     out.mkdir(parents=True, exist_ok=True)
     _write_chunks(clips, out / "clean", _voice_clip, "voice (clean)")
@@ -276,7 +310,7 @@ def build(config: str | Path, out: str | Path, sentences: str | Path | None = No
         "config_intent_fraction": config_fraction, "sentences_file": str(src),
         "unused_sentences": dict(drops), "label_names": {i: n for i, n in label_names().items() if i in by_intent},
         "support_voices": list(SUPPORT_VOICES), "test_voices": list(TEST_VOICES), "kokoro_voices": list(KOKORO_VOICES),
-        "counts": counts(clips), "synthetic": True}
+        "training_texts_check": training_check, "counts": counts(clips), "synthetic": True}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False))
     return manifest
 

@@ -234,3 +234,29 @@ def test_a_changed_plan_is_refused(tmp_path):
     intents._write_chunks([], folder, lambda x: x, "x")
     with pytest.raises(RuntimeError, match="different plan"):
         intents._write_chunks([{"id": "a"}], folder, lambda x: x, "x")
+
+
+def test_training_texts_leak_check(tmp_path):
+    import gzip
+
+    by_intent, _ = intents.select_sentences(_sentences(), CFG)
+    s = next(iter(by_intent.values()))[0]
+    path = tmp_path / "texts.jsonl.gz"
+
+    def write(rows):
+        with gzip.open(path, "wt") as f:
+            f.writelines(json.dumps(r) + "\n" for r in rows)
+
+    write([{"id": "a", "sentence_id": s["sentence_id"], "split": "intent", "wo_text": s["wo_text"]}])
+    assert intents.check_against_training_texts(by_intent, path)["rows_by_split"] == {"intent": 1}
+    write([{"id": "b", "sentence_id": "other", "split": "train", "wo_text": s["wo_text"].upper() + "!"}])
+    with pytest.raises(ValueError, match="share their text"):
+        intents.check_against_training_texts(by_intent, path)
+
+
+def test_the_committed_training_texts_hold_out_the_intent_bucket():
+    """The training corpus's config and the intent builder's split agree (same salt and fractions)."""
+    from wolofmrl.curation.config import load_config
+
+    quality = load_config(REPO / "train" / "configs" / "data" / "quality.yaml")["split"]
+    assert {k: quality[k] for k in ("salt", "test", "dev", "intent")} == {k: CFG["split"][k] for k in quality}
