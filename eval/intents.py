@@ -125,8 +125,8 @@ def select_sentences(sentences, cfg: dict) -> tuple[dict[str, list[dict]], Count
     from wolofmrl.curation.pipeline import sentence_split, source_specs
 
     if not cfg["split"].get("intent"):
-        raise ValueError(f"config {cfg.get('_config_path')}: split.intent is 0 or missing; set e.g. "
-                         "`split: {..., intent: 0.12}` so training and the retrieval test split exclude these sentences")
+        raise ValueError(f"config {cfg.get('_config_path')}: split.intent is 0 or missing; set `split: {{..., "
+                         "intent: 0.12}` (or pass --intent-fraction 0.12) so that the bucket is defined")
     specs, drops, by_intent = source_specs(cfg), Counter(), {}
     for s in sentences:
         if sentence_split(s, cfg, specs) != "intent":
