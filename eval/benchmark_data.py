@@ -98,6 +98,7 @@ class ClassificationSet:
     test_labels: list[int]
     label_names: list[str]
     synthetic_audio: bool = False
+    notes: dict = field(default_factory=dict)
 
     def to_mteb(self, splits=("train", "test")):
         from datasets import DatasetDict
@@ -402,9 +403,28 @@ def kallaama_a2t(limit: int | None = None) -> RetrievalSet:
 
 
 # ----------------------------------------------------------------------------------------------- WolBanking77
-def wolbanking77_intents(limit: int | None = None, root: str | Path | None = None) -> ClassificationSet:
-    """WolBanking77 spoken intents from a local copy of the authors' Kaggle audio parquet files."""
+WOLBANKING77_TEXT_COLUMNS = ("text", "transcription", "sentence", "wolof", "wo_text")
+
+
+def sentence_overlap(train_texts, test_texts) -> set[str]:
+    """Sentences (folded by `wolofmrl.curation.text.dedupe_key`: case, accents, punctuation) in both splits."""
+    from wolofmrl.curation.text import dedupe_key
+
+    train = {dedupe_key(t) for t in train_texts if t}
+    return {k for k in (dedupe_key(t) for t in test_texts if t) if k in train}
+
+
+def wolbanking77_intents(limit: int | None = None, root: str | Path | None = None,
+                         overlap_free: bool = False) -> ClassificationSet:
+    """WolBanking77 spoken intents from a local copy of the authors' Kaggle audio parquet files.
+
+    The published splits share sentences between train and test; the set's `notes` count them
+    (``overlap_sentences``, ``overlap_test_rows``). `overlap_free=True` drops every test row whose sentence
+    (folded text) is also a train sentence (the name becomes ``wolbanking77-overlap-free``). Needs a text column
+    (one of `WOLBANKING77_TEXT_COLUMNS`) for that; raises ValueError naming the columns otherwise.
+    """
     from datasets import Audio, load_dataset
+    from wolofmrl.curation.text import dedupe_key
 
     root = Path(root or os.environ.get("WOLBANKING77_DIR", ""))
     files = {s: root / f"{s}.parquet" for s in ("train", "test")}
@@ -415,14 +435,29 @@ def wolbanking77_intents(limit: int | None = None, root: str | Path | None = Non
     col = next((c for c in ("label", "intent", "intent_class") if c in ds["train"].column_names), None)
     if col is None:
         raise ValueError(f"WolBanking77 audio files have no intent column (columns: {ds['train'].column_names})")
+    text_col = next((c for c in WOLBANKING77_TEXT_COLUMNS if c in ds["train"].column_names), None)
+    if text_col is None and overlap_free:
+        raise ValueError(f"overlap_free=True needs a text column ({WOLBANKING77_TEXT_COLUMNS}); the files have "
+                         f"{ds['train'].column_names}")
     names = sorted({str(x) for s in ds for x in ds[s][col]})
+    overlap = sentence_overlap(ds["train"][text_col], ds["test"][text_col]) if text_col else set()
+    notes = {"text_column": text_col, "overlap_sentences": len(overlap),
+             "overlap_test_rows": sum(dedupe_key(t) in overlap for t in ds["test"][text_col]) if text_col else None,
+             "official_test_rows": len(ds["test"])}
     out = {}
     for s in ("train", "test"):
         d = ds[s]
         if isinstance(d.features["audio"], Audio):
             d = d.cast_column("audio", Audio(decode=False))
         keep = sorted(range(len(d)), key=lambda i: stable_hash(f"{s}-{i}"))[: limit or len(d)]
+        if s == "test" and overlap_free:
+            keep = [i for i in keep if dedupe_key(d[i][text_col]) not in overlap]
         d = d.select(sorted(keep))
-        out[s] = ([{"id": f"{s}-{i}", "audio": decode_audio(a)} for i, a in enumerate(d["audio"])],
+        out[s] = ([{"id": f"{s}-{i}", "audio": decode_audio(a), **({"text": t} if text_col else {})}
+                   for i, (a, t) in enumerate(zip(d["audio"], d[text_col] if text_col else [None] * len(d)))],
                   [names.index(str(x)) for x in d[col]])
-    return ClassificationSet("wolbanking77", *out["train"], *out["test"], [n.replace("_", " ") for n in names])
+    if overlap:
+        logger.warning("WolBanking77: %d sentences are in both train and test (%d of %d test rows)",
+                       len(overlap), notes["overlap_test_rows"], len(ds["test"]))
+    name = "wolbanking77-overlap-free" if overlap_free else "wolbanking77"
+    return ClassificationSet(name, *out["train"], *out["test"], [n.replace("_", " ") for n in names], notes=notes)

@@ -152,6 +152,22 @@ def plot_score_vs_dim(rows: list[dict], path: Path, title: str):
     plt.close(fig)
 
 
+def run_intent_set(args, out: Path) -> None:
+    """The offline intent set's zero-shot / k-shot / probe tasks for --model (named by its strategy) and every
+    --intent-model, both conditions (eval/intent_tasks.py)."""
+    import intent_tasks
+
+    config = json.loads((Path(args.model) / "config.json").read_text())
+    models = {config.get("strategy", "model"): args.model}
+    bad = [m for m in args.intent_model if "=" not in m]
+    if bad:
+        raise SystemExit(f"--intent-model {bad[0]!r}: expected NAME=FOLDER, e.g. dual=ckpt/wolofmrl-dual")
+    models.update(m.split("=", 1) for m in args.intent_model)
+    data, names, info = intent_tasks.offline_data(args.intent_set)
+    intent_tasks.run(models, data, names, info, out, device=args.device)
+    print((out / "scores.md").read_text())
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="a WolofMRL model folder")
@@ -168,6 +184,11 @@ def main(argv=None):
     p.add_argument("--name", default=None, help="model name in results (default wolofmrl/<folder>)")
     p.add_argument("--analysis", action="store_true", help="also run eval/analysis.py on the offline a2t set")
     p.add_argument("--note", default="", help="said in the tables and plot titles (e.g. 'tiny random model')")
+    # ---- the offline spoken-intent set (eval/intents.py, eval/intent_tasks.py): written to <out>/intent
+    p.add_argument("--intent-set", default=None, help="also run the intent tasks on this set, clean and hard")
+    p.add_argument("--intent-model", action="append", default=[], help="NAME=FOLDER, more models for the intent "
+                                                                        "tasks (e.g. dual=ckpt/wolofmrl-dual)")
+    p.add_argument("--intent-only", action="store_true", help="with --intent-set: skip the rest of the suite")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     warnings.filterwarnings("ignore", message=".*ill-defined and being set to 0.0.*")  # labels never predicted
@@ -181,6 +202,10 @@ def main(argv=None):
     start = time.time()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.intent_set:
+        run_intent_set(args, out / "intent")
+        if args.intent_only:
+            return
     embedder = WolofMRLEmbedder(args.model, device=args.device, audio_batch_size=args.batch_size,
                                 text_batch_size=4 * args.batch_size)
     dims = parse_dims(args.dims, embedder.matryoshka_dims, embedder.hidden)
