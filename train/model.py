@@ -48,16 +48,14 @@ def load_init_delta(model, path: str | None) -> dict[str, torch.Tensor]:
         ValueError: the delta was trained with another model configuration (the field is named)."""
     if not path:
         return {}
-    from safetensors.torch import load_file
-
-    from wolofmrl.build import load_delta_dir
+    from wolofmrl.build import delta_state, load_delta_dir
 
     folder, overrides = load_delta_dir(path)
     for key, value in overrides.items():
         if key != "strategy" and getattr(model.config, key, value) != value:
             raise ValueError(f"init_delta {path} was trained with {key}={value!r}; this model has "
                              f"{getattr(model.config, key)!r}")
-    delta = load_file(str(folder / "delta.safetensors"))
+    delta = delta_state(folder)
     model.load_delta(delta)
     return delta
 

@@ -85,6 +85,35 @@ def load_delta_dir(name_or_dir: str | Path | None) -> tuple[Path | None, dict]:
     return path, overrides
 
 
+def delta_chain(delta_dir: Path) -> list[Path]:
+    """The delta folders to apply, base first: a folder whose `BASE` file names another delta folder (a name
+    under weights/ or a path relative to it) starts from that one, so a speech delta need not repeat the
+    stage-1 text tensors it was trained on.
+
+    Raises:
+        FileNotFoundError: a `BASE` that names no delta folder.
+        ValueError: a cycle of `BASE` files."""
+    chain = [delta_dir]
+    while (chain[0] / "BASE").is_file():
+        name = (chain[0] / "BASE").read_text().strip()
+        relative = chain[0] / name
+        base, _ = load_delta_dir(relative if relative.is_dir() else name)
+        if base.resolve() in {c.resolve() for c in chain}:
+            raise ValueError(f"delta {delta_dir}: its BASE files form a cycle through {base}")
+        chain.insert(0, base)
+    return chain
+
+
+def delta_state(delta_dir: Path) -> dict:
+    """The tensors of a delta folder with those of its `BASE` chain underneath (later folders win)."""
+    from safetensors.torch import load_file
+
+    state = {}
+    for folder in delta_chain(delta_dir):
+        state.update(load_file(str(folder / "delta.safetensors")))
+    return state
+
+
 def default_delta(strategy: str) -> str | None:
     """The committed trained delta for a strategy, if the repo has one."""
     name = f"wolofmrl-{strategy}"
@@ -125,7 +154,7 @@ def assemble(speech: str = "whisper-base", text: str = "multilingual-e5-small", 
     text_state = AutoModel.from_pretrained(text_dir, **pooler_free).state_dict()
     load_exact(model.text_model, text_state, f"backbone {text_dir}")
     if delta_dir is not None:
-        model.load_delta(str(delta_dir / "delta.safetensors"))
+        model.load_delta(delta_state(delta_dir))
     model.apply_freezing()
     model.eval()
 
@@ -153,8 +182,8 @@ def build_key(**parts) -> str:
     for name in ("configuration_wolofmrl.py", "modeling_wolofmrl.py", "processing_wolofmrl.py"):
         h.update((ROOT / name).read_bytes())
     delta_dir, _ = load_delta_dir(parts.get("delta"))
-    if delta_dir is not None:
-        for f in sorted(delta_dir.iterdir()):
+    for folder in delta_chain(delta_dir) if delta_dir is not None else []:
+        for f in sorted(folder.iterdir()):
             h.update(f.read_bytes())
     return h.hexdigest()[:16]
 
