@@ -35,18 +35,24 @@ EVAL_DIR = Path(__file__).resolve().parent
 if str(EVAL_DIR) not in sys.path:
     sys.path.insert(0, str(EVAL_DIR))
 
-from metrics import score_matrix_metrics, top_k  # noqa: E402
+from metrics import retrieval_scores, score_matrix_metrics, top_k  # noqa: E402
+
+ROOT = EVAL_DIR.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from wolofmrl.retrieval import FunnelIndex, build_index, index_bytes, prefix_normalize  # noqa: E402
 
 
 # ============================================================================================== linear algebra
 def l2n(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+    """Rows L2-normalised, full width (the one truncate-and-normalise, `wolofmrl.retrieval.prefix_normalize`)."""
+    return prefix_normalize(x, None)
 
 
 def prefix(x: np.ndarray, d: int) -> np.ndarray:
     """Matryoshka prefix: first d coordinates, L2-normalised."""
-    return l2n(np.asarray(x)[:, :d])
+    return prefix_normalize(x, d)
 
 
 def singular_values(x: np.ndarray, center: bool = True) -> np.ndarray:
@@ -98,17 +104,10 @@ def scores_at(q: np.ndarray, d: np.ndarray, relevant: list[set[int]]) -> dict[st
 
 
 def flat_index(d: np.ndarray):
-    import faiss
-
-    index = faiss.IndexFlatIP(d.shape[1])
+    """An exact FAISS inner-product index holding `d` (wolofmrl.retrieval)."""
+    index = build_index(d.shape[1], "flat")
     index.add(np.ascontiguousarray(d, dtype=np.float32))
     return index
-
-
-def index_bytes(index) -> int:
-    import faiss
-
-    return int(faiss.serialize_index(index).size)
 
 
 def search_latency_ms(index, queries: np.ndarray, k: int = 10, repeats: int = 5) -> float:
@@ -124,21 +123,18 @@ def search_latency_ms(index, queries: np.ndarray, k: int = 10, repeats: int = 5)
 
 
 def funnel_search(q_full: np.ndarray, d_full: np.ndarray, d_small: int, shortlist: int, k: int = 10):
-    """Shortlist `shortlist` documents per query at `d_small` (FAISS exact IP on prefixes), re-rank them at full
-    width. Returns (top-k document indices (Q, k), multiply-adds per query)."""
-    n, full = d_full.shape
-    shortlist = min(shortlist, n)
-    index = flat_index(prefix(d_full, d_small))
-    _, cand = index.search(np.ascontiguousarray(prefix(q_full, d_small)), shortlist)  # (Q, K)
-    qf, df = l2n(q_full), l2n(d_full)
-    rerank = np.einsum("qd,qkd->qk", qf, df[cand])
-    order = np.argsort(-rerank, axis=1, kind="stable")[:, :k]
-    return np.take_along_axis(cand, order, axis=1), n * d_small + shortlist * full
+    """Shortlist `shortlist` documents per query at `d_small` (exact FAISS IP on prefixes), re-rank them at full
+    width (`wolofmrl.retrieval.FunnelIndex`). Returns (top-k document indices (Q, k), multiply-adds per query)."""
+    index = FunnelIndex(d_full.shape[1], d_small, "flat")
+    index.add(d_full)
+    shortlist = min(shortlist, len(d_full))
+    _, ranked = index.search(q_full, k, shortlist)
+    return ranked, index.macs_per_query(len(q_full), shortlist)
 
 
-def recall_from_ranked(ranked: np.ndarray, relevant: list[set[int]], k: int) -> float:
-    """Mean Recall@k of rankings (Q, >=k) against relevant index sets."""
-    return float(np.mean([len(set(r[:k].tolist()) & rel) / len(rel) for r, rel in zip(ranked, relevant)]))
+def recall_at(ranked: np.ndarray, relevant: list[set[int]], k: int) -> float:
+    """Mean Recall@k of rankings (Q, >=k) against relevant index sets (eval/metrics.py)."""
+    return retrieval_scores([r.tolist() for r in ranked], relevant, ks=(k,), ndcg_ks=(), mrr_ks=())[f"recall_at_{k}"]
 
 
 # ============================================================================================== the study
@@ -189,15 +185,15 @@ def analyse(q_raw: np.ndarray, d_raw: np.ndarray, relevant: list[set[int]], out_
     # 5. funnel
     full_rank = top_k(l2n(q_raw) @ l2n(d_raw).T, 10)
     n = len(d_raw)
-    report["funnel_full"] = {"recall_at_1": recall_from_ranked(full_rank, relevant, 1),
-                             "recall_at_10": recall_from_ranked(full_rank, relevant, 10), "macs": n * hidden}
+    report["funnel_full"] = {"recall_at_1": recall_at(full_rank, relevant, 1),
+                             "recall_at_10": recall_at(full_rank, relevant, 10), "macs": n * hidden}
     funnel = []
     for d in [x for x in dims if x < hidden]:
         for k in sorted({min(s, n) for s in shortlists}):
             ranked, macs = funnel_search(q_raw, d_raw, d, k, 10)
             funnel.append({"d_small": d, "shortlist": k, "macs": macs, "relative_cost": macs / (n * hidden),
-                           "recall_at_1": recall_from_ranked(ranked, relevant, 1),
-                           "recall_at_10": recall_from_ranked(ranked, relevant, min(10, ranked.shape[1]))})
+                           "recall_at_1": recall_at(ranked, relevant, 1),
+                           "recall_at_10": recall_at(ranked, relevant, min(10, ranked.shape[1]))})
     report["funnel"] = funnel
 
     (out / "analysis.json").write_text(json.dumps(report, indent=1, default=float))
