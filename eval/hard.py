@@ -13,7 +13,7 @@ Steps (each resumable: a finished step's files are kept and skipped on rerun):
 2. voice: every Wolof sentence of the split, `--voices` times, by voices training never uses
    (`wolofmrl.voices.is_held_out`): Kokoro (the engine training never hears; style mixes at weights the corpus
    does not use) for a `--kokoro-share` of the clips, else espeak-ng's held-out variants at pitches outside the
-   corpus's (35 / 50 / 65). Chunks of `--chunk` clips in `<out>/_clips_<split>/` (FLAC, 16 kHz).
+   corpus's (35 / 50 / 65). Chunks of `--chunk` clips in `<out>/_clips_<split>/_clips/` (FLAC, 16 kHz).
 3. write two conditions in the benchmark split's columns (docs/CONTRACT.md), read by `eval/run.py --hard`:
    - `<out>/clean/<split>/`: those clips as voiced (unseen voices, no degradation);
    - `<out>/hard/<split>/`: each clip through `wolofmrl.augment.degrade(..., preset="hard")` (speed x0.85-1.15,
@@ -216,8 +216,8 @@ def build(out: Path, split: str = "test", config: str = DEFAULT_CONFIG, n_voices
     card = {"split": split, "config": config, "seed": seed, "sentences": kinds, "clips": len(clips),
             "dropped_clips": dropped, "french_only_distractors": len(fr_only),
             "voices": dict(Counter(c["voice"].split("-")[0] for c in clips)),
-            "degradations": dict(Counter(t.split(",")[-1].rstrip("0123456789.s") for t in (r["augment"] for r in hard))),
-            "noise": dict(Counter(t.split(",")[1].rstrip("0123456789.dB") for t in (r["augment"] for r in hard))),
+            "degradations": dict(Counter(r["augment"].split(",")[-1].rstrip("0123456789.s") for r in hard)),
+            "noise": dict(Counter(r["augment"].split(",")[1].rstrip("0123456789.dB") for r in hard)),
             "synthetic": "all audio is synthetic TTS (held-out voices), not Wolof speakers",
             "seconds": round(time.time() - t0, 1)}
     (out / f"hard_{split}.json").write_text(json.dumps(card, indent=1))
