@@ -226,20 +226,25 @@ def analysis_markdown(r: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _title(ax, text, size=8):
+    import textwrap
+
+    ax.set_title(textwrap.fill(text, 70), fontsize=size)
+
+
 def plot_all(r: dict, out: Path, note: str):
+    """score_vs_dim_pca.png, spectrum.png, index_cost.png and funnel.png from an `analyse` report."""
     import matplotlib
 
     matplotlib.use("Agg")
-    import textwrap
-
     import matplotlib.pyplot as plt
 
-    dims = r["dims"]
     sub = f" ({note})" if note else ""
+    for plot in (_plot_scores, _plot_spectrum, _plot_cost, _plot_funnel):
+        plot(plt, r, out, sub, r["dims"])
 
-    def title(ax, text, size=8):
-        ax.set_title(textwrap.fill(text, 70), fontsize=size)
 
+def _plot_scores(plt, r: dict, out: Path, sub: str, dims: list[int]):
     fig, ax = plt.subplots(figsize=(6.5, 4.4))
     for key, label, color, marker in (("prefix", "Matryoshka prefix", "C0", "o"),
                                       ("pca", "PCA rank (corpus)", "C1", "s")):
@@ -251,19 +256,21 @@ def plot_all(r: dict, out: Path, note: str):
     ax.set_xscale("log", base=2)
     ax.set_xlabel("dimensions kept (prefix dim / PCA rank)")
     ax.set_ylabel("score x 100")
-    title(ax, "Score vs dim and PCA rank" + sub, 9)
+    _title(ax, "Score vs dim and PCA rank" + sub, 9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "score_vs_dim_pca.png", dpi=120)
     plt.close(fig)
 
+
+def _plot_spectrum(plt, r: dict, out: Path, sub: str, dims: list[int]):
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
     sv = np.asarray(r["singular_values"])
     a1.semilogy(np.arange(1, len(sv) + 1), np.maximum(sv, 1e-12))
     a1.set_xlabel("component index")
     a1.set_ylabel("singular value (log)")
-    title(a1, "Corpus embedding spectrum (centred, full width)" + sub)
+    _title(a1, "Corpus embedding spectrum (centred, full width)" + sub)
     a1.grid(alpha=0.3)
     a2.plot(dims, [r["effective_rank"][d] for d in dims], "o-", label="effective rank of prefix")
     a2.plot(dims, dims, ":", color="gray", label="dim (upper bound)")
@@ -271,13 +278,15 @@ def plot_all(r: dict, out: Path, note: str):
     a2.set_yscale("log", base=2)
     a2.set_xlabel("prefix dim")
     a2.set_ylabel("effective rank (Roy & Vetterli)")
-    title(a2, "Effective rank vs dim" + sub)
+    _title(a2, "Effective rank vs dim" + sub)
     a2.grid(alpha=0.3)
     a2.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "spectrum.png", dpi=120)
     plt.close(fig)
 
+
+def _plot_cost(plt, r: dict, out: Path, sub: str, dims: list[int]):
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
     c = r["cost"]
     rnd_b = next(k for k in c[dims[0]] if k.startswith("random") and k.endswith("index_bytes"))
@@ -288,7 +297,7 @@ def plot_all(r: dict, out: Path, note: str):
     a1.set_yscale("log")
     a1.set_xlabel("embedding dim")
     a1.set_ylabel("FAISS flat index size (bytes)")
-    title(a1, "Index bytes vs dim" + sub)
+    _title(a1, "Index bytes vs dim" + sub)
     a1.legend(fontsize=7)
     a1.grid(alpha=0.3)
     a2.plot(dims, [c[d]["latency_ms_per_query"] for d in dims], "o-", label=f"corpus ({r['n_documents']} docs)")
@@ -297,13 +306,15 @@ def plot_all(r: dict, out: Path, note: str):
     a2.set_yscale("log")
     a2.set_xlabel("embedding dim")
     a2.set_ylabel("search latency (ms / query, 1 thread)")
-    title(a2, "Exact search latency vs dim" + sub)
+    _title(a2, "Exact search latency vs dim" + sub)
     a2.legend(fontsize=7)
     a2.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out / "index_cost.png", dpi=120)
     plt.close(fig)
 
+
+def _plot_funnel(plt, r: dict, out: Path, sub: str, dims: list[int]):
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for d in sorted({f["d_small"] for f in r["funnel"]}):
         pts = sorted((f["relative_cost"], 100 * f["recall_at_1"]) for f in r["funnel"] if f["d_small"] == d)
@@ -314,7 +325,7 @@ def plot_all(r: dict, out: Path, note: str):
     ax.set_xscale("log")
     ax.set_xlabel("cost per query relative to exact full-width search\n(N·d_small + K·d_full) / (N·d_full)")
     ax.set_ylabel("Recall@1 x 100")
-    title(ax, "Funnel retrieval: recall vs compute" + sub, 9)
+    _title(ax, "Funnel retrieval: recall vs compute" + sub, 9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()

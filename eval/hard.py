@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import re
 import sys
 import time
 from collections import Counter
@@ -216,8 +217,8 @@ def build(out: Path, split: str = "test", config: str = DEFAULT_CONFIG, n_voices
     card = {"split": split, "config": config, "seed": seed, "sentences": kinds, "clips": len(clips),
             "dropped_clips": dropped, "french_only_distractors": len(fr_only),
             "voices": dict(Counter(c["voice"].split("-")[0] for c in clips)),
-            "degradations": dict(Counter(r["augment"].split(",")[-1].rstrip("0123456789.s") for r in hard)),
-            "noise": dict(Counter(r["augment"].split(",")[1].rstrip("0123456789.dB") for r in hard)),
+            "degradations": dict(Counter(re.sub(r"[\d.]+s?$", "", r["augment"].split(",")[-1]) for r in hard)),
+            "noise": dict(Counter(re.sub(r"[\d.]+dB$", "", r["augment"].split(",")[1]) for r in hard)),
             "synthetic": "all audio is synthetic TTS (held-out voices), not Wolof speakers",
             "seconds": round(time.time() - t0, 1)}
     (out / f"hard_{split}.json").write_text(json.dumps(card, indent=1))
