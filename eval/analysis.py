@@ -35,18 +35,24 @@ EVAL_DIR = Path(__file__).resolve().parent
 if str(EVAL_DIR) not in sys.path:
     sys.path.insert(0, str(EVAL_DIR))
 
-from metrics import score_matrix_metrics, top_k  # noqa: E402
+from metrics import retrieval_scores, score_matrix_metrics, top_k  # noqa: E402
+
+ROOT = EVAL_DIR.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from wolofmrl.retrieval import FunnelIndex, build_index, index_bytes, prefix_normalize  # noqa: E402
 
 
 # ============================================================================================== linear algebra
 def l2n(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+    """Rows L2-normalised, full width (the one truncate-and-normalise, `wolofmrl.retrieval.prefix_normalize`)."""
+    return prefix_normalize(x, None)
 
 
 def prefix(x: np.ndarray, d: int) -> np.ndarray:
     """Matryoshka prefix: first d coordinates, L2-normalised."""
-    return l2n(np.asarray(x)[:, :d])
+    return prefix_normalize(x, d)
 
 
 def singular_values(x: np.ndarray, center: bool = True) -> np.ndarray:
@@ -98,17 +104,10 @@ def scores_at(q: np.ndarray, d: np.ndarray, relevant: list[set[int]]) -> dict[st
 
 
 def flat_index(d: np.ndarray):
-    import faiss
-
-    index = faiss.IndexFlatIP(d.shape[1])
+    """An exact FAISS inner-product index holding `d` (wolofmrl.retrieval)."""
+    index = build_index(d.shape[1], "flat")
     index.add(np.ascontiguousarray(d, dtype=np.float32))
     return index
-
-
-def index_bytes(index) -> int:
-    import faiss
-
-    return int(faiss.serialize_index(index).size)
 
 
 def search_latency_ms(index, queries: np.ndarray, k: int = 10, repeats: int = 5) -> float:
@@ -124,21 +123,18 @@ def search_latency_ms(index, queries: np.ndarray, k: int = 10, repeats: int = 5)
 
 
 def funnel_search(q_full: np.ndarray, d_full: np.ndarray, d_small: int, shortlist: int, k: int = 10):
-    """Shortlist `shortlist` documents per query at `d_small` (FAISS exact IP on prefixes), re-rank them at full
-    width. Returns (top-k document indices (Q, k), multiply-adds per query)."""
-    n, full = d_full.shape
-    shortlist = min(shortlist, n)
-    index = flat_index(prefix(d_full, d_small))
-    _, cand = index.search(np.ascontiguousarray(prefix(q_full, d_small)), shortlist)  # (Q, K)
-    qf, df = l2n(q_full), l2n(d_full)
-    rerank = np.einsum("qd,qkd->qk", qf, df[cand])
-    order = np.argsort(-rerank, axis=1, kind="stable")[:, :k]
-    return np.take_along_axis(cand, order, axis=1), n * d_small + shortlist * full
+    """Shortlist `shortlist` documents per query at `d_small` (exact FAISS IP on prefixes), re-rank them at full
+    width (`wolofmrl.retrieval.FunnelIndex`). Returns (top-k document indices (Q, k), multiply-adds per query)."""
+    index = FunnelIndex(d_full.shape[1], d_small, "flat")
+    index.add(d_full)
+    shortlist = min(shortlist, len(d_full))
+    _, ranked = index.search(q_full, k, shortlist)
+    return ranked, index.macs_per_query(len(q_full), shortlist)
 
 
-def recall_from_ranked(ranked: np.ndarray, relevant: list[set[int]], k: int) -> float:
-    """Mean Recall@k of rankings (Q, >=k) against relevant index sets."""
-    return float(np.mean([len(set(r[:k].tolist()) & rel) / len(rel) for r, rel in zip(ranked, relevant)]))
+def recall_at(ranked: np.ndarray, relevant: list[set[int]], k: int) -> float:
+    """Mean Recall@k of rankings (Q, >=k) against relevant index sets (eval/metrics.py)."""
+    return retrieval_scores([r.tolist() for r in ranked], relevant, ks=(k,), ndcg_ks=(), mrr_ks=())[f"recall_at_{k}"]
 
 
 # ============================================================================================== the study
@@ -189,15 +185,15 @@ def analyse(q_raw: np.ndarray, d_raw: np.ndarray, relevant: list[set[int]], out_
     # 5. funnel
     full_rank = top_k(l2n(q_raw) @ l2n(d_raw).T, 10)
     n = len(d_raw)
-    report["funnel_full"] = {"recall_at_1": recall_from_ranked(full_rank, relevant, 1),
-                             "recall_at_10": recall_from_ranked(full_rank, relevant, 10), "macs": n * hidden}
+    report["funnel_full"] = {"recall_at_1": recall_at(full_rank, relevant, 1),
+                             "recall_at_10": recall_at(full_rank, relevant, 10), "macs": n * hidden}
     funnel = []
     for d in [x for x in dims if x < hidden]:
         for k in sorted({min(s, n) for s in shortlists}):
             ranked, macs = funnel_search(q_raw, d_raw, d, k, 10)
             funnel.append({"d_small": d, "shortlist": k, "macs": macs, "relative_cost": macs / (n * hidden),
-                           "recall_at_1": recall_from_ranked(ranked, relevant, 1),
-                           "recall_at_10": recall_from_ranked(ranked, relevant, min(10, ranked.shape[1]))})
+                           "recall_at_1": recall_at(ranked, relevant, 1),
+                           "recall_at_10": recall_at(ranked, relevant, min(10, ranked.shape[1]))})
     report["funnel"] = funnel
 
     (out / "analysis.json").write_text(json.dumps(report, indent=1, default=float))
@@ -230,20 +226,25 @@ def analysis_markdown(r: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _title(ax, text, size=8):
+    import textwrap
+
+    ax.set_title(textwrap.fill(text, 70), fontsize=size)
+
+
 def plot_all(r: dict, out: Path, note: str):
+    """score_vs_dim_pca.png, spectrum.png, index_cost.png and funnel.png from an `analyse` report."""
     import matplotlib
 
     matplotlib.use("Agg")
-    import textwrap
-
     import matplotlib.pyplot as plt
 
-    dims = r["dims"]
     sub = f" ({note})" if note else ""
+    for plot in (_plot_scores, _plot_spectrum, _plot_cost, _plot_funnel):
+        plot(plt, r, out, sub, r["dims"])
 
-    def title(ax, text, size=8):
-        ax.set_title(textwrap.fill(text, 70), fontsize=size)
 
+def _plot_scores(plt, r: dict, out: Path, sub: str, dims: list[int]):
     fig, ax = plt.subplots(figsize=(6.5, 4.4))
     for key, label, color, marker in (("prefix", "Matryoshka prefix", "C0", "o"),
                                       ("pca", "PCA rank (corpus)", "C1", "s")):
@@ -255,19 +256,21 @@ def plot_all(r: dict, out: Path, note: str):
     ax.set_xscale("log", base=2)
     ax.set_xlabel("dimensions kept (prefix dim / PCA rank)")
     ax.set_ylabel("score x 100")
-    title(ax, "Score vs dim and PCA rank" + sub, 9)
+    _title(ax, "Score vs dim and PCA rank" + sub, 9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "score_vs_dim_pca.png", dpi=120)
     plt.close(fig)
 
+
+def _plot_spectrum(plt, r: dict, out: Path, sub: str, dims: list[int]):
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
     sv = np.asarray(r["singular_values"])
     a1.semilogy(np.arange(1, len(sv) + 1), np.maximum(sv, 1e-12))
     a1.set_xlabel("component index")
     a1.set_ylabel("singular value (log)")
-    title(a1, "Corpus embedding spectrum (centred, full width)" + sub)
+    _title(a1, "Corpus embedding spectrum (centred, full width)" + sub)
     a1.grid(alpha=0.3)
     a2.plot(dims, [r["effective_rank"][d] for d in dims], "o-", label="effective rank of prefix")
     a2.plot(dims, dims, ":", color="gray", label="dim (upper bound)")
@@ -275,13 +278,15 @@ def plot_all(r: dict, out: Path, note: str):
     a2.set_yscale("log", base=2)
     a2.set_xlabel("prefix dim")
     a2.set_ylabel("effective rank (Roy & Vetterli)")
-    title(a2, "Effective rank vs dim" + sub)
+    _title(a2, "Effective rank vs dim" + sub)
     a2.grid(alpha=0.3)
     a2.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "spectrum.png", dpi=120)
     plt.close(fig)
 
+
+def _plot_cost(plt, r: dict, out: Path, sub: str, dims: list[int]):
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
     c = r["cost"]
     rnd_b = next(k for k in c[dims[0]] if k.startswith("random") and k.endswith("index_bytes"))
@@ -292,7 +297,7 @@ def plot_all(r: dict, out: Path, note: str):
     a1.set_yscale("log")
     a1.set_xlabel("embedding dim")
     a1.set_ylabel("FAISS flat index size (bytes)")
-    title(a1, "Index bytes vs dim" + sub)
+    _title(a1, "Index bytes vs dim" + sub)
     a1.legend(fontsize=7)
     a1.grid(alpha=0.3)
     a2.plot(dims, [c[d]["latency_ms_per_query"] for d in dims], "o-", label=f"corpus ({r['n_documents']} docs)")
@@ -301,13 +306,15 @@ def plot_all(r: dict, out: Path, note: str):
     a2.set_yscale("log")
     a2.set_xlabel("embedding dim")
     a2.set_ylabel("search latency (ms / query, 1 thread)")
-    title(a2, "Exact search latency vs dim" + sub)
+    _title(a2, "Exact search latency vs dim" + sub)
     a2.legend(fontsize=7)
     a2.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out / "index_cost.png", dpi=120)
     plt.close(fig)
 
+
+def _plot_funnel(plt, r: dict, out: Path, sub: str, dims: list[int]):
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for d in sorted({f["d_small"] for f in r["funnel"]}):
         pts = sorted((f["relative_cost"], 100 * f["recall_at_1"]) for f in r["funnel"] if f["d_small"] == d)
@@ -318,7 +325,7 @@ def plot_all(r: dict, out: Path, note: str):
     ax.set_xscale("log")
     ax.set_xlabel("cost per query relative to exact full-width search\n(N·d_small + K·d_full) / (N·d_full)")
     ax.set_ylabel("Recall@1 x 100")
-    title(ax, "Funnel retrieval: recall vs compute" + sub, 9)
+    _title(ax, "Funnel retrieval: recall vs compute" + sub, 9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()

@@ -31,8 +31,8 @@ from __future__ import annotations
 
 import glob
 import hashlib
-import io
 import logging
+import sys
 import os
 import socket
 from collections import defaultdict
@@ -41,6 +41,12 @@ from pathlib import Path
 
 import numpy as np
 from offline_intents import label_names, label_of
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from processing_wolofmrl import decode_audio  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -125,32 +131,21 @@ def _as_dataset(items: list[dict], modality: str, labels: list[int] | None = Non
 
 
 # ----------------------------------------------------------------------------------------------- audio
-def decode_audio(value, base_dir: str | Path | None = None) -> dict:
-    """Any stored audio value -> {"array": float32 mono, "sampling_rate": int}, without torchcodec.
+def audio_dict(value, base_dir: str | Path | None = None) -> dict:
+    """A stored audio cell -> {"array": float32 mono, "sampling_rate": int}, decoded by the project's one decoder
+    (`processing_wolofmrl.decode_audio`: arrays, {"bytes", "path"} cells, paths, torchcodec decoders). A relative
+    path that does not exist as given is looked up under `base_dir` (a split folder).
 
-    Accepts {"array", "sampling_rate"}, {"bytes", "path"} (a `datasets.Audio(decode=False)` cell), a file path, or
-    a torchcodec AudioDecoder (what `datasets` decodes to when torchcodec is installed).
-    """
-    import soundfile as sf
-
-    if isinstance(value, dict) and value.get("array") is not None:
-        wave, rate = np.asarray(value["array"], dtype=np.float32), int(value["sampling_rate"])
-    elif isinstance(value, dict) and value.get("bytes") is not None:
-        wave, rate = sf.read(io.BytesIO(value["bytes"]), dtype="float32", always_2d=True)
-    elif isinstance(value, (dict, str, os.PathLike)):
-        path = Path(value["path"] if isinstance(value, dict) else value)
-        if not path.is_absolute() and base_dir is not None and not path.exists():
-            path = Path(base_dir) / path
-        if not path.is_file():
-            raise FileNotFoundError(f"audio file {path} not found (the row has no bytes and no readable path)")
-        wave, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    elif hasattr(value, "get_all_samples"):  # torchcodec AudioDecoder
-        samples = value.get_all_samples()
-        wave, rate = samples.data.numpy().T.astype(np.float32), int(samples.sample_rate)
-    else:
-        raise TypeError(f"cannot read audio from {type(value).__name__}")
-    if wave.ndim == 2:
-        wave = wave.mean(axis=1)
+    Raises FileNotFoundError for a missing file, ValueError for undecodable audio."""
+    if isinstance(value, dict) and value.get("array") is None and value.get("bytes") is None:
+        value = value.get("path")
+        if value is None:
+            raise ValueError("audio cell has no 'array', 'bytes' or 'path': the row holds no audio")
+    if isinstance(value, (str, os.PathLike)) and base_dir is not None:
+        path = Path(value)
+        if not path.is_absolute() and not path.exists():
+            value = str(Path(base_dir) / path)
+    wave, rate = decode_audio(value)
     return {"array": np.ascontiguousarray(wave, dtype=np.float32), "sampling_rate": int(rate)}
 
 
@@ -219,7 +214,7 @@ class OfflineBenchmark:
 
     def audio(self, indices: list[int]) -> list[dict]:
         cells = self.ds.select(indices)["audio"]
-        return [decode_audio(c, self.data_dir / self.split) for c in cells]
+        return [audio_dict(c, self.data_dir / self.split) for c in cells]
 
     def wolof_clips(self) -> list[int]:
         return [i for i, r in enumerate(self.rows) if r["speech_lang"] == "wo"]
@@ -329,7 +324,7 @@ def fleurs_a2t(split: str = "test", limit: int | None = None) -> RetrievalSet:
     queries, relevant, gold = [], {}, {}
     for j, (sid, cell, text) in enumerate(zip(sub["id"], sub["audio"], sub["raw_transcription"])):
         qid = f"fleurs-wo-{sid}-{j}"
-        queries.append({"id": qid, "audio": decode_audio(cell)})
+        queries.append({"id": qid, "audio": audio_dict(cell)})
         relevant[qid] = {f"fleurs-{sid}": 1}
         gold[qid] = text
     return RetrievalSet("fleurs-a2t", queries, corpus, relevant, "audio", "text", gold)
@@ -341,7 +336,7 @@ def fleurs_t2a(split: str = "test", limit: int | None = None) -> RetrievalSet:
     corpus, relevant = [], defaultdict(dict)
     for j, (sid, cell) in enumerate(zip(sub["id"], sub["audio"])):
         did = f"fleurs-wo-{sid}-{j}"
-        corpus.append({"id": did, "audio": decode_audio(cell)})
+        corpus.append({"id": did, "audio": audio_dict(cell)})
         relevant[f"fleurs-{sid}"][did] = 1
     queries = [{"id": q, "text": fr_text[q.split("-", 1)[1]]} for q in sorted(relevant)]
     return RetrievalSet("fleurs-t2a", queries, corpus, dict(relevant), "text", "audio")
@@ -397,7 +392,7 @@ def kallaama_a2t(limit: int | None = None) -> RetrievalSet:
     keep = keep_sentences([q for q in map(str, queries_ds["_id"]) if q in relevant], limit)
     idx = [i for i, q in enumerate(map(str, queries_ds["_id"])) if q in keep]
     sub = queries_ds.select(idx)
-    queries = [{"id": str(q), "audio": decode_audio(a)} for q, a in zip(sub["_id"], sub["audio"])]
+    queries = [{"id": str(q), "audio": audio_dict(a)} for q, a in zip(sub["_id"], sub["audio"])]
     gold = dict(zip(map(str, sub["_id"]), sub["text"])) if "text" in sub.column_names else {}
     return RetrievalSet("kallaama-a2t", queries, corpus, {q: relevant[q] for q in keep}, "audio", "text", gold)
 
@@ -453,7 +448,7 @@ def wolbanking77_intents(limit: int | None = None, root: str | Path | None = Non
         if s == "test" and overlap_free:
             keep = [i for i in keep if dedupe_key(d[i][text_col]) not in overlap]
         d = d.select(sorted(keep))
-        out[s] = ([{"id": f"{s}-{i}", "audio": decode_audio(a), **({"text": t} if text_col else {})}
+        out[s] = ([{"id": f"{s}-{i}", "audio": audio_dict(a), **({"text": t} if text_col else {})}
                    for i, (a, t) in enumerate(zip(d["audio"], d[text_col] if text_col else [None] * len(d)))],
                   [names.index(str(x)) for x in d[col]])
     if overlap:

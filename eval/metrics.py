@@ -110,3 +110,18 @@ def classification_scores(y_true: Sequence, y_pred: Sequence) -> dict[str, float
     return {"accuracy": float(accuracy_score(y_true, y_pred)),
             "f1_weighted": float(f1_score(y_true, y_pred, average="weighted", zero_division=0)),
             "f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0))}
+
+
+def mean_recall_at_k(ranked, relevant: Sequence, k: int) -> float:
+    """Mean Recall@k over queries. `ranked`: (Q, >= k) document ids or indices, best first (array or lists);
+    `relevant[q]`: a set / mapping / sequence of relevant ids, or one id."""
+    if len(ranked) != len(relevant):
+        raise ValueError(f"{len(ranked)} rankings for {len(relevant)} queries")
+    rel = [r if isinstance(r, (Mapping, set, frozenset, list, tuple)) else {r} for r in relevant]
+    return float(np.mean([recall_at_k(list(r), g, k) for r, g in zip(ranked, rel)]))
+
+
+def overlap_at_k(a, b, k: int = 10) -> float:
+    """Mean |top-k of a ∩ top-k of b| / k over queries: how much two rankings (Q, >= k) agree (e.g. a funnel search
+    against exact search)."""
+    return float(np.mean([len(set(list(x[:k])) & set(list(y[:k]))) / k for x, y in zip(a, b)]))

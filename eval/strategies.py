@@ -21,14 +21,14 @@ import argparse
 import json
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
 
 EVAL_DIR = Path(__file__).resolve().parent
-if str(EVAL_DIR) not in sys.path:
-    sys.path.insert(0, str(EVAL_DIR))
+for _p in (EVAL_DIR, EVAL_DIR.parent):
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
 
 from metrics import score_matrix_metrics  # noqa: E402
 
@@ -36,54 +36,14 @@ METRICS = [("ndcg_at_10", "nDCG@10"), ("recall_at_1", "R@1"), ("recall_at_10", "
 
 
 def scores_by_dim(q_raw: np.ndarray, d_raw: np.ndarray, relevant: list[set[int]], dims: list[int]) -> dict:
-    from wolofmrl_mteb import truncate_normalize
+    from wolofmrl.retrieval import prefix_normalize
 
-    return {d: score_matrix_metrics(truncate_normalize(q_raw, d) @ truncate_normalize(d_raw, d).T, relevant,
+    return {d: score_matrix_metrics(prefix_normalize(q_raw, d) @ prefix_normalize(d_raw, d).T, relevant,
                                     ks=(1, 10)) for d in dims}
 
 
-def whisper_transcribe(whisper_dir: str | Path, clips: list[dict], language: str | None = None,
-                       batch_size: int = 8, max_new_tokens: int = 96) -> list[str]:
-    """Greedy Whisper transcripts of {"array", "sampling_rate"} clips (resampled to 16 kHz)."""
-    import torch
-    from transformers import WhisperForConditionalGeneration, WhisperProcessor
-
-    sys.path.insert(0, str(EVAL_DIR.parent))
-    from processing_wolofmrl import resample  # the model package's own resampler
-
-    proc = WhisperProcessor.from_pretrained(str(whisper_dir))
-    model = WhisperForConditionalGeneration.from_pretrained(str(whisper_dir)).eval()
-    waves = [resample(np.asarray(c["array"], dtype=np.float32), int(c["sampling_rate"]), 16000) for c in clips]
-    out = []
-    with torch.inference_mode():
-        for i in range(0, len(waves), batch_size):
-            feats = proc(waves[i:i + batch_size], sampling_rate=16000, return_tensors="pt", return_attention_mask=True)
-            gen = model.generate(feats.input_features, attention_mask=feats.attention_mask, num_beams=1,
-                                 do_sample=False, max_new_tokens=max_new_tokens, task="transcribe",
-                                 **({"language": language} if language else {}))
-            out += [t.strip() for t in proc.batch_decode(gen, skip_special_tokens=True)]
-    return out
-
-
-def cached_transcripts(path: Path, rset, whisper_dir, language) -> list[str]:
-    """Transcripts keyed by Whisper folder + language, then by the clip's content hash (not its id)."""
-    from wolofmrl_mteb import _audio_key
-
-    cache = json.loads(path.read_text()) if path.is_file() else {}
-    have = cache.setdefault(f"{Path(whisper_dir).resolve()}|{language}", {})
-    keys = [_audio_key(q["audio"]) for q in rset.queries]
-    todo = [(k, q) for k, q in zip(keys, rset.queries) if k not in have]
-    if todo:
-        t = time.time()
-        for (k, _), text in zip(todo, whisper_transcribe(whisper_dir, [q["audio"] for _, q in todo], language)):
-            have[k] = text
-        print(f"transcribed {len(todo)} clips with {whisper_dir} in {time.time() - t:.0f} s")
-        path.write_text(json.dumps(cache, ensure_ascii=False, indent=0))
-    return [have[k] for k in keys]
-
-
 def markdown(table: dict, dims: list[int], note: str) -> str:
-    lines = [f"# Strategy comparison: Wolof speech -> French text ({note})", "",
+    lines = [f"# Strategy comparison: speech -> text retrieval ({note})", "",
              "Scores x 100, same queries and corpus for every row.", ""]
     for key, name in METRICS:
         lines += [f"## {name}", "", "| strategy | " + " | ".join(str(d) for d in dims) + " |",
@@ -115,21 +75,16 @@ def plot(table: dict, dims: list[int], path: Path, note: str):
     plt.close(fig)
 
 
-def run(models: dict[str, str], data: str, out: str | Path, source: str = "offline", limit: int | None = None,
-        cascade: str | None = None, cascade_language: str | None = None, note: str = "") -> dict:
-    import benchmark_data as bd
+def strategy_table(models: dict[str, str], rset, out: str | Path, cascade: str | None = None,
+                   cascade_language: str | None = None, note: str = "", topline: bool = True) -> dict:
+    """Score each strategy on one retrieval set (queries with audio, a text corpus) at every Matryoshka dim of the
+    first model; writes strategies.json / .md / .png to `out` and returns {strategy: {dim: metrics}}."""
     from analysis import relevant_indices
+    from asr import cached_transcripts
     from wolofmrl_mteb import WolofMRLEmbedder
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    if source == "offline":
-        bench = bd.OfflineBenchmark(data, "test", limit)
-        rset = bench.a2t()
-        note = ", ".join(x for x in ("offline test split", bench.describe(), note) if x)
-    else:
-        rset = getattr(bd, f"{source}_a2t")(limit=limit)
-        note = ", ".join(x for x in (source, note) if x)
     relevant = relevant_indices(rset)
     docs = [d["text"] for d in rset.corpus]
     table, dims, first = {}, None, None
@@ -140,18 +95,36 @@ def run(models: dict[str, str], data: str, out: str | Path, source: str = "offli
         q = emb.raw_audio([x["audio"] for x in rset.queries])
         table[f"{label} ({emb.config.strategy})"] = scores_by_dim(q, emb.raw_text(docs, "passage"), relevant, dims)
     d_first = first.raw_text(docs, "passage")
-    if rset.gold_text:
+    if topline and rset.gold_text:
         gold = [rset.gold_text[x["id"]] for x in rset.queries]
-        table["text topline (gold wo_text)"] = scores_by_dim(first.raw_text(gold, "query"), d_first, relevant, dims)
+        table["text topline (gold transcript)"] = scores_by_dim(first.raw_text(gold, "query"), d_first, relevant,
+                                                                dims)
     if cascade:
-        hyps = cached_transcripts(out / "cascade_transcripts.json", rset, cascade, cascade_language)
-        table[f"cascade ({Path(cascade).name} greedy -> text)"] = scores_by_dim(
+        hyps = cached_transcripts(out / "cascade_transcripts.json", [x["audio"] for x in rset.queries], cascade,
+                                  cascade_language)
+        forced = f", language {cascade_language} forced" if cascade_language else ""
+        table[f"cascade ({Path(cascade).name} greedy{forced} -> text)"] = scores_by_dim(
             first.raw_text(hyps, "query"), d_first, relevant, dims)
     (out / "strategies.json").write_text(json.dumps({"note": note, "dims": dims, "models": models,
                                                      "table": table}, indent=1))
     (out / "strategies.md").write_text(markdown(table, dims, note))
     plot(table, dims, out / "strategies.png", note)
     return table
+
+
+def run(models: dict[str, str], data: str, out: str | Path, source: str = "offline", limit: int | None = None,
+        cascade: str | None = None, cascade_language: str | None = None, note: str = "") -> dict:
+    """The strategy table on the offline test split (`data`) or a Hub source's Wolof speech -> French text set."""
+    import benchmark_data as bd
+
+    if source == "offline":
+        bench = bd.OfflineBenchmark(data, "test", limit)
+        rset = bench.a2t()
+        note = ", ".join(x for x in ("offline test split", bench.describe(), note) if x)
+    else:
+        rset = getattr(bd, f"{source}_a2t")(limit=limit)
+        note = ", ".join(x for x in (source, note) if x)
+    return strategy_table(models, rset, out, cascade, cascade_language, note)
 
 
 def main(argv=None):

@@ -10,11 +10,18 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "eval"))
 
+import asr  # noqa: E402
 import bench  # noqa: E402
+import bench_env  # noqa: E402
+import bench_inputs  # noqa: E402
+import bench_retrieval as br  # noqa: E402
+from metrics import mean_recall_at_k, overlap_at_k  # noqa: E402
+
+from wolofmrl.retrieval import prefix_normalize, rerank  # noqa: E402
 
 
 def test_stratified_durations_spread_every_prefix():
-    d = bench.stratified_durations(256)
+    d = bench_inputs.stratified_durations(256)
     assert min(d) >= 2.0 and max(d) <= 30.0
     for n in (4, 16, 64, 256):
         assert abs(np.mean(d[:n]) - 16.0) < 3.0, n  # any prefix has about the pool's mean length
@@ -23,9 +30,9 @@ def test_stratified_durations_spread_every_prefix():
 
 def test_make_clips_exact_durations_and_labels():
     utts = [(np.full(8000, 0.1, np.float32), "a", "v1"), (np.full(24000, -0.1, np.float32), "b", "v2")]
-    clips, kind = bench.make_clips(utts, [2.0, 7.5], seed=0)
+    clips, kind = bench_inputs.make_clips(utts, [2.0, 7.5], seed=0)
     assert [len(c) for c in clips] == [32000, 120000] and kind == "speech"
-    clips, kind = bench.make_clips([], [3.0], seed=0)
+    clips, kind = bench_inputs.make_clips([], [3.0], seed=0)
     assert len(clips[0]) == 48000 and "NOT speech" in kind
 
 
@@ -38,16 +45,16 @@ def test_inputs_cache_roundtrip(tmp_path):
         "passage_source": "y",
         "clip_source": "z",
     }
-    bench.save_inputs(tmp_path / "i.npz", inputs)
-    back = bench.load_inputs(tmp_path / "i.npz")
+    bench_inputs.save_inputs(tmp_path / "i.npz", inputs)
+    back = bench_inputs.load_inputs(tmp_path / "i.npz")
     assert back["pairs"] == [("wo", "fr")] and back["utterances"][0][1:] == ("wo", "v")
     np.testing.assert_allclose(back["utterances"][0][0], 0.5, atol=1e-4)
 
 
 def test_synthetic_padding_follows_the_real_distribution():
     rng = np.random.default_rng(0)
-    real = bench.normalise(rng.standard_normal((300, 16)) * np.linspace(3, 0.2, 16) + 1.0)
-    synth = bench.synthetic_like(real, 20000, seed=0)
+    real = prefix_normalize(rng.standard_normal((300, 16)) * np.linspace(3, 0.2, 16) + 1.0, None)
+    synth = br.synthetic_like(real, 20000, seed=0)
     np.testing.assert_allclose(synth.mean(0), real.mean(0), atol=0.02)
     ridge = 0.05 * real.var(0, ddof=1).mean()  # the ridge that makes a few hundred samples' covariance full rank
     np.testing.assert_allclose(synth.var(0), real.var(0, ddof=1) + ridge, rtol=0.1)
@@ -55,19 +62,19 @@ def test_synthetic_padding_follows_the_real_distribution():
 
 def test_funnel_pieces_are_exact_at_the_limits():
     rng = np.random.default_rng(1)
-    docs = bench.normalise(rng.standard_normal((500, 32)).astype(np.float32))
-    q = bench.normalise(rng.standard_normal((20, 32)).astype(np.float32))
-    index, _ = bench.make_index(bench.prefix_norm(docs, 32))
-    _, full = bench.search_flat(index, q, 10)
+    docs = prefix_normalize(rng.standard_normal((500, 32)), None)
+    q = prefix_normalize(rng.standard_normal((20, 32)), None)
+    index, _ = br.make_index(prefix_normalize(docs, 32))
+    _, full = br.search_flat(index, q, 10)
     want = np.argsort(-(q @ docs.T), axis=1)[:, :10]
-    assert bench.overlap_at(full, want) == 1.0
+    assert overlap_at_k(full, want) == 1.0
     # shortlist everything at a small dim, re-rank at full dim: the exact full-dim top 10
-    small, _ = bench.make_index(bench.prefix_norm(docs, 4))
-    _, cand = bench.search_flat(small, bench.prefix_norm(q, 4), 500)
-    assert bench.overlap_at(bench.rerank(docs, q, cand), want) == 1.0
-    assert bench.recall_at(want, want[:, 3]) == 1.0 and bench.recall_at(want[:, :2], want[:, 3]) == 0.0
-    torch_index = bench.TorchFlatIP(bench.prefix_norm(docs, 32))
-    assert bench.overlap_at(torch_index.search(q, 10)[1], want) == 1.0
+    small, _ = br.make_index(prefix_normalize(docs, 4))
+    _, cand = br.search_flat(small, prefix_normalize(q, 4), 500)
+    assert overlap_at_k(rerank(q, docs, cand)[1], want) == 1.0
+    assert mean_recall_at_k(want, want[:, 3], 10) == 1.0 and mean_recall_at_k(want[:, :2], want[:, 3], 10) == 0.0
+    torch_index = br.TorchFlatIP(prefix_normalize(docs, 32))
+    assert overlap_at_k(torch_index.search(q, 10)[1], want) == 1.0
 
 
 def tiny_setup(tmp_path):
@@ -92,7 +99,7 @@ def tiny_setup(tmp_path):
     ).save_pretrained(whisper)
     waves = synthetic_waves(4, seconds=(0.8, 1.5), seed=2)
     pairs = [(f"Wolof {i}", f"Texte français numéro {i}.") for i in range(12)]
-    bench.save_inputs(
+    bench_inputs.save_inputs(
         tmp_path / "inputs.npz",
         {
             "pairs": pairs,
@@ -138,7 +145,7 @@ def test_gpu_code_path_on_a_cpu_stand_in(tmp_path, monkeypatch):
     """The --device cuda branch (fp32 + bf16 rows, length sweep, torch search) with the CPU standing in for the GPU."""
     import torch
 
-    monkeypatch.setattr(bench, "ACCEL", "cpu")
+    monkeypatch.setattr(bench_env, "ACCEL", "cpu")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "stand-in GPU")
     out = tmp_path / "out"
@@ -168,17 +175,17 @@ def test_whisper_cost_model_is_chosen_without_decoder_weights(tmp_path, weights)
     if weights == "encoder only":  # what an encoder-only bundle (wolofmrl.portable) unpacks to
         save_file({"model.encoder.conv1.weight": torch.zeros(512, 80, 3)}, str(tmp_path / "model.safetensors"))
     args = argparse.Namespace(whisper=str(tmp_path), asr_token_rate=None)
-    asr, fe, tok, folder, mode = bench.load_whisper(args)
-    assert tok is None and mode.startswith("COST MODEL") and args.asr_token_rate == bench.DEFAULT_TOKEN_RATE
-    assert asr.config.d_model == 512 and asr.config.decoder_layers == 6  # Whisper-base's shape
+    model, fe, tok, folder, mode = asr.load_whisper(args)
+    assert tok is None and mode.startswith("COST MODEL") and args.asr_token_rate == asr.DEFAULT_TOKEN_RATE
+    assert model.config.d_model == 512 and model.config.decoder_layers == 6  # Whisper-base's shape
 
 
 def test_retrieval_scaling_without_faiss_uses_the_torch_stand_in(monkeypatch):
     monkeypatch.setitem(sys.modules, "faiss", None)  # `import faiss` raises ImportError, as on a bare GPU image
     rng = np.random.default_rng(3)
-    passages = bench.normalise(rng.standard_normal((40, 16)).astype(np.float32))
+    passages = prefix_normalize(rng.standard_normal((40, 16)), None)
     queries = {"q": (passages[:10] + 0.01, np.arange(10))}
-    res = bench.retrieval_scaling(passages, queries, [2000], [16, 8], [8], [20], bench.Budget(60), -600, 0, "cpu",
+    res = br.retrieval_scaling(passages, queries, [2000], [16, 8], [8], [20], bench_env.Budget(60), -600, 0, "cpu",
                                   False, lambda: None)
     assert {x["index"] for x in res["index_rows"]} == {"torch exact inner product (faiss not installed)"}
     assert res["index_rows"][0]["recall@10_q"] == 1.0  # each query sits next to its own passage

@@ -60,15 +60,15 @@ def test_funnel_recall_on_a_constructed_case():
     relevant = [{i} for i in range(n)]
     # shortlist = everything: re-ranking at full width finds every doc first
     ranked, macs = analysis.funnel_search(queries, docs, d_small=1, shortlist=n, k=5)
-    assert analysis.recall_from_ranked(ranked, relevant, 1) == 1.0
+    assert analysis.recall_at(ranked, relevant, 1) == 1.0
     assert macs == n * 1 + n * full
     # shortlist of 1 at a dim that cannot tell docs apart: ties -> FAISS picks one doc for all, recall ~ 1/n
     ranked, macs = analysis.funnel_search(queries, docs, d_small=1, shortlist=1, k=1)
-    assert analysis.recall_from_ranked(ranked, relevant, 1) <= 2 / n
+    assert analysis.recall_at(ranked, relevant, 1) <= 2 / n
     assert macs == n + full
     # a small dim that does separate them: shortlist 3 at d=4 keeps recall perfect
     ranked, _ = analysis.funnel_search(queries, docs, d_small=4, shortlist=3, k=1)
-    assert analysis.recall_from_ranked(ranked, relevant, 1) == 1.0
+    assert analysis.recall_at(ranked, relevant, 1) == 1.0
 
 
 def test_index_bytes_grow_with_dim():

@@ -51,7 +51,8 @@ def _clips(n, seed=0):
 def test_wrapper_shapes_normalisation_and_dims(embedder):
     from mteb.types import PromptType
     from torch.utils.data import DataLoader
-    from wolofmrl_mteb import WolofMRLEncoder, wolofmrl_tasks
+    from wolofmrl_mteb import WolofMRLEncoder
+    from mteb_tasks import wolofmrl_tasks
 
     meta = wolofmrl_tasks(["WolofSpeechToFrench"], sources=[])[0].metadata
     texts = ["a", "un texte un peu plus long", "moyen texte"]
@@ -122,7 +123,8 @@ def test_offline_sets_from_fixture(fixture_data):
 
 def test_tasks_end_to_end_through_mteb(tiny_folder, fixture_data):
     import mteb
-    from wolofmrl_mteb import WolofMRLEncoder, wolofmrl_model_meta, wolofmrl_tasks
+    from mteb_tasks import wolofmrl_tasks
+    from wolofmrl_mteb import WolofMRLEncoder, wolofmrl_model_meta
 
     tasks = wolofmrl_tasks(["WolofSpeechToFrenchText", "ZeroShot", "WolofSpokenIntentClassification"],
                            data_dir=fixture_data, hub=False)
@@ -148,18 +150,26 @@ def test_tasks_end_to_end_through_mteb(tiny_folder, fixture_data):
 
 def test_run_command_writes_results(tiny_folder, fixture_data, tmp_path):
     import run
+    from fixture import write_fixture
 
-    run.main(["--model", str(tiny_folder), "--data", str(fixture_data), "--out", str(tmp_path), "--dims", "48,8",
-              "--tasks", "FrenchTextToWolof,WolofFrenchText", "--limit", "8", "--no-hub"])
-    rows = json.loads((tmp_path / "scores.json").read_text())
-    assert {(r["task"], r["dim"]) for r in rows} == {(t, d) for t in ("FrenchTextToWolofSpeechRetrieval",
-                                                                      "WolofFrenchTextRetrieval") for d in (48, 8)}
-    md = (tmp_path / "scores.md").read_text()
-    assert "| FrenchTextToWolofSpeechRetrieval | offline | nDCG@10 |" in md
-    assert "model-index:" in (tmp_path / "model-index.yaml").read_text()
-    assert (tmp_path / "score_vs_dim.png").stat().st_size > 0
-    mteb_files = list((tmp_path / "mteb").rglob("WolofFrenchTextRetrieval.json"))
-    assert len(mteb_files) == 2 and {p.parent.name for p in mteb_files} == {"embed_dim_48", "embed_dim_8"}
+    hard = tmp_path / "hard"
+    write_fixture(hard / "clean")
+    write_fixture(hard / "hard", seed=1)
+    out = tmp_path / "out"
+    run.main(["--model", str(tiny_folder), "--data", str(fixture_data), "--out", str(out), "--dims", "48,8",
+              "--tasks", "FrenchTextToWolof,WolofFrenchText", "--limit", "8", "--no-hub", "--hard", str(hard)])
+    rows = json.loads((out / "scores.json").read_text())
+    tasks = ("FrenchTextToWolofSpeechRetrieval", "WolofFrenchTextRetrieval")
+    assert {(r["condition"], r["task"], r["dim"]) for r in rows} == {
+        (c, t, d) for c in ("offline", "clean", "hard") for t in tasks for d in (48, 8)}
+    md = (out / "scores.md").read_text()
+    assert "| tiny-wolofmrl0 | offline | FrenchTextToWolofSpeechRetrieval | offline | nDCG@10 |" in md
+    assert "## Clean vs hard" in md and "| offline R@1 | offline R@10 | clean R@1 | clean R@10 | hard R@1 |" in md
+    assert "model-index:" in (out / "model-index.yaml").read_text()
+    assert (out / "score_vs_dim.png").stat().st_size > 0
+    mteb_files = list((out / "mteb").rglob("WolofFrenchTextRetrieval.json"))
+    assert len(mteb_files) == 6 and {p.parent.name for p in mteb_files} == {"embed_dim_48", "embed_dim_8"}
+    assert {p.relative_to(out / "mteb").parts[0] for p in mteb_files} == {"offline", "clean", "hard"}
 
 
 @pytest.mark.slow
@@ -167,7 +177,8 @@ def test_real_backbones_through_the_wrapper(untrained_model_dir, fixture_data):
     """Whisper base + multilingual-e5-small (untrained adapter) through mteb on 3 fixture sentences: runs, and the
     text side at full width finds identical placeholder strings (t2t) while speech is at chance."""
     import mteb
-    from wolofmrl_mteb import WolofMRLEmbedder, WolofMRLEncoder, wolofmrl_tasks
+    from mteb_tasks import wolofmrl_tasks
+    from wolofmrl_mteb import WolofMRLEmbedder, WolofMRLEncoder
 
     embedder = WolofMRLEmbedder(untrained_model_dir)
     assert embedder.hidden == 384 and embedder.matryoshka_dims[0] == 384
