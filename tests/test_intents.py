@@ -15,11 +15,11 @@ sys.path.insert(0, str(REPO / "eval"))
 import benchmark_data as bd  # noqa: E402
 import intent_tasks as it  # noqa: E402
 import intents  # noqa: E402
-from wolofmrl.curation.config import from_dict  # noqa: E402
+from wolofmrl.curation.config import DEFAULTS  # noqa: E402
 from wolofmrl.curation.pipeline import sentence_split, source_specs  # noqa: E402
 from wolofmrl.voices import is_held_out  # noqa: E402
 
-CFG = from_dict({"sources": [{"name": "mediawiki", "type": "mediawiki"}, {"name": "gettext", "type": "gettext"}],
+CFG = dict(DEFAULTS, **{"sources": [{"name": "mediawiki", "type": "mediawiki"}, {"name": "gettext", "type": "gettext"}],
                  "split": {"dev": 0.08, "test": 0.08, "intent": 0.12, "salt": "wolofmrl-split-v1"}})
 
 
@@ -64,7 +64,7 @@ def test_selection_keeps_only_the_intent_bucket():
 
 
 def test_selection_refuses_a_config_without_intent_bucket():
-    cfg = from_dict({"sources": [], "split": {"dev": 0.08, "test": 0.08, "salt": "s"}})
+    cfg = dict(DEFAULTS, **{"sources": [], "split": {"dev": 0.08, "test": 0.08, "salt": "s"}})
     with pytest.raises(ValueError, match="split.intent"):
         intents.select_sentences(_sentences(10), cfg)
 
@@ -125,7 +125,7 @@ def test_run_command_runs_the_intent_set(tiny_set, tmp_path):
 
     model, processor = tiny_model()
     save(model, processor, tmp_path / "tiny")
-    run.main(["--model", str(tmp_path / "tiny"), "--intent-set", str(tiny_set["out"]), "--intent-only",
+    run.main(["--model", f"{model.config.strategy}={tmp_path / 'tiny'}", "--intent-set", str(tiny_set["out"]), "--intent-only",
               "--out", str(tmp_path / "r")])
     res = json.loads((tmp_path / "r" / "intent" / "scores.json").read_text())
     dims = set(model.config.matryoshka_dims) | {model.config.embedding_dim}
