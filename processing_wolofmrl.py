@@ -412,7 +412,7 @@ class WolofMRLProcessor(ProcessorMixin):
     # ------------------------------------------------------------------ audio
     def audio_batch(self, audio) -> list:
         """`audio` as a list of clips, by the input rules (module docstring)."""
-        if isinstance(audio, (np.ndarray, torch.Tensor)):
+        if isinstance(audio, (np.ndarray, np.generic, torch.Tensor)):
             if audio.ndim == 2 and min(audio.shape) > 2:  # (clips, samples), as transformers feature extractors
                 if audio.shape[1] <= MAX_CHANNELS < audio.shape[0]:
                     raise ValueError(f"audio of shape {tuple(audio.shape)} reads as {audio.shape[0]} clips of "
