@@ -285,8 +285,11 @@ class WolofMRLPreTrainedModel(PreTrainedModel):
             ValueError: naming model.safetensors, the bad tensors and the fix.
         """
         want_info = kwargs.pop("output_loading_info", False)
+        ignore_sizes = kwargs.pop("ignore_mismatched_sizes", False)  # ours to report, with the tensors' names
         model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True,
-                                              **kwargs)
+                                              ignore_mismatched_sizes=True, **kwargs)
+        if ignore_sizes:
+            info = {**info, "mismatched_keys": set()}
         if strict_weights:
             check_loaded_weights(model, info, os.fspath(pretrained_model_name_or_path))
         model.apply_freezing()  # loading replaces parameters (requires_grad=True again)
