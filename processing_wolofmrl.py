@@ -614,10 +614,16 @@ def check_processor_folder(folder: str) -> None:
         if name.endswith(".json"):
             try:
                 with open(os.path.join(folder, name), encoding="utf-8") as f:
-                    json.load(f)
+                    content = json.load(f)
             except (ValueError, UnicodeDecodeError) as err:
                 raise ValueError(f"{name} in {folder} is not valid JSON ({err}): the file is truncated or damaged; "
                                  f"{fix}") from err
+            if name == "config.json" and isinstance(content, dict) and "AutoModel" not in content.get("auto_map", {}):
+                logger.warning(f"config.json in {folder} has no auto_map: AutoModel.from_pretrained(..., "
+                               "trust_remote_code=True) will not find WolofMRLModel (transformers then says it does "
+                               'not recognise model type "wolofmrl"). Fix: add "auto_map": {"AutoConfig": '
+                               '"configuration_wolofmrl.WolofMRLConfig", "AutoModel": "modeling_wolofmrl.WolofMRLModel"}'
+                               f" to config.json, or {fix}")
 
 
 __all__ = ["WolofMRLProcessor", "decode_audio", "load_audio", "resample", "whisper_log_mel", "pad_features",
