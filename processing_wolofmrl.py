@@ -436,13 +436,14 @@ class WolofMRLProcessor(ProcessorMixin):
         rules). `max_audio_seconds`: refuse longer clips (ValueError); None: any length."""
         if sampling_rate is not None:
             check_sampling_rate(sampling_rate)
-        if max_audio_seconds is not None and not (_is_number(max_audio_seconds) and max_audio_seconds > 0):
+        if max_audio_seconds is not None and (isinstance(max_audio_seconds, (bool, np.bool_)) or not (
+                _is_number(max_audio_seconds) and max_audio_seconds > 0)):
             raise ValueError(f"max_audio_seconds must be a positive number of seconds or None, got "
                              f"{max_audio_seconds!r}")
         items = self.audio_batch(audio)
         clips = []
         for i, item in enumerate(items):
-            name = f"audio clip {i}" if len(items) > 1 else "audio clip 0"
+            name = f"audio clip {i}"
             wave, rate = decode_audio(item, sampling_rate, name)
             if wave.size == 0:
                 raise ValueError(f"{name} is empty (0 samples)")
