@@ -623,8 +623,8 @@ def check_processor_folder(folder: str) -> None:
                 logger.warning(f"config.json in {folder} has no auto_map: AutoModel.from_pretrained(..., "
                                "trust_remote_code=True) will not find WolofMRLModel (transformers then says it does "
                                'not recognise model type "wolofmrl"). Fix: add "auto_map": {"AutoConfig": '
-                               '"configuration_wolofmrl.WolofMRLConfig", "AutoModel": "modeling_wolofmrl.WolofMRLModel"}'
-                               f" to config.json, or {fix}")
+                               '"configuration_wolofmrl.WolofMRLConfig", "AutoModel": '
+                               f'"modeling_wolofmrl.WolofMRLModel"}} to config.json, or {fix}')
 
 
 __all__ = ["WolofMRLProcessor", "decode_audio", "load_audio", "resample", "whisper_log_mel", "pad_features",
