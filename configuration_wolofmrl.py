@@ -49,7 +49,8 @@ class WolofMRLConfig(PretrainedConfig):
             query does.
         text_pooling (`str`): ``"mean"`` (BERT-like), ``"last"`` (decoder embedders) or ``"cls"``.
         query_prefix / passage_prefix (`str`): text prefixes the text encoder was trained with.
-        max_audio_seconds (`float`): longest clip accepted.
+        max_audio_seconds (`float`): longest window the speech encoder takes in one pass (30 s for Whisper); the
+            processor cuts longer audio into overlapping windows that the model pools per clip.
         freeze_speech_encoder / freeze_text_encoder (`bool`): frozen towers get ``requires_grad=False``.
         distill_weight (`float`): default weight of the distillation term used by training scripts.
         logit_scale_init_value (`float`): initial log of the contrastive temperature's inverse.

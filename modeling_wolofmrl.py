@@ -14,8 +14,11 @@ This file is self-contained Hub remote code: it imports nothing from the `wolofm
 from __future__ import annotations
 
 import math
+import operator
+import os
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -43,21 +46,61 @@ class WolofMRLOutput(ModelOutput):
     logits_per_text: torch.FloatTensor | None = None
 
 
-def check_dim(dim: int | None, hidden: int, trained_dims: list[int]) -> None:
-    """Raise a ValueError naming the valid range unless `dim` is None or an int in 1..hidden."""
-    if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or not 1 <= dim <= hidden):
-        raise ValueError(
-            f"dim={dim!r} is not valid: use an int in 1..{hidden} (trained Matryoshka dims: {trained_dims}), "
-            "or dim=None for the full embedding."
-        )
+def check_dim(dim, hidden: int, trained_dims: list[int] | None = None) -> int | None:
+    """`dim` as an int in 1..hidden (any integral number: Python, numpy or 0-d torch ints), or None.
+
+    Raises:
+        ValueError: naming the valid range for a bool, a float, a string or an int outside 1..hidden.
+    """
+    if dim is None:
+        return None
+    value = None
+    if not isinstance(dim, (bool, np.bool_)) and not (isinstance(dim, torch.Tensor) and dim.dtype == torch.bool):
+        try:
+            value = operator.index(dim)
+        except TypeError:
+            value = None
+    if value is None or not 1 <= value <= hidden:
+        trained = f" (trained Matryoshka dims: {list(trained_dims)})" if trained_dims else ""
+        raise ValueError(f"dim={dim!r} is not valid: use an int in 1..{hidden}{trained}, or dim=None for the full "
+                         "embedding.")
+    return value
 
 
-def normalize_dim(embeds: torch.Tensor, dim: int | None, hidden: int, trained_dims: list[int]) -> torch.Tensor:
-    """Keep the first `dim` coordinates of `embeds` and L2-normalise them."""
-    check_dim(dim, hidden, trained_dims)
+def normalize_dim(embeds: torch.Tensor, dim=None, hidden: int | None = None,
+                  trained_dims: list[int] | None = None) -> torch.Tensor:
+    """The project's one truncate-and-normalise: the first `dim` coordinates of `embeds`, L2-normalised, float32.
+
+    embeds: (..., hidden); dim: an int in 1..hidden or None (full width); hidden defaults to embeds.shape[-1].
+    Returns (..., dim). Raises ValueError for a bad `dim` (see `check_dim`).
+    """
+    dim = check_dim(dim, embeds.shape[-1] if hidden is None else hidden, trained_dims)
     if dim is not None:
         embeds = embeds[..., :dim]
     return F.normalize(embeds.float(), dim=-1)
+
+
+def pool_windows(embeds: torch.Tensor, window_to_clip: torch.Tensor, weights: torch.Tensor | None = None):
+    """Long-audio pooling: (W, H) window embeddings -> (C, H) per clip, the `weights`-weighted mean of the
+    windows' L2-normalised embeddings (C = window_to_clip.max() + 1; weights: e.g. each window's real frames)."""
+    window_to_clip = window_to_clip.to(embeds.device).long()
+    unit = F.normalize(embeds.float(), dim=-1)
+    w = torch.ones(len(unit), device=unit.device) if weights is None else weights.to(unit.device).float()
+    clips = int(window_to_clip.max()) + 1
+    pooled = unit.new_zeros(clips, unit.shape[-1]).index_add_(0, window_to_clip, unit * w[:, None])
+    total = unit.new_zeros(clips).index_add_(0, window_to_clip, w)
+    return pooled / total.clamp(min=1e-6)[:, None]
+
+
+def as_tensor(value, device: torch.device | None = None, dtype: torch.dtype | None = None):
+    """numpy arrays / lists -> tensors on `device` (cast to `dtype` if floating); tensors moved; None kept."""
+    if value is None:
+        return None
+    if not isinstance(value, torch.Tensor):
+        value = torch.as_tensor(np.asarray(value))
+    if dtype is not None and value.is_floating_point():
+        value = value.to(dtype)
+    return value.to(device) if device is not None else value
 
 
 def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -199,6 +242,30 @@ class DualProjection(nn.Module):
         return pooled + self.mlp(pooled)
 
 
+def check_loaded_weights(model, info: dict, source: str) -> None:
+    """Raise a ValueError naming every missing / unexpected / mis-shaped / non-finite tensor of a loaded model."""
+    problems = []
+    for label, keys in (("missing", info.get("missing_keys")), ("unexpected", info.get("unexpected_keys"))):
+        if keys:
+            problems.append(f"{label} tensors {_few(sorted(keys))}")
+    if info.get("mismatched_keys"):
+        problems.append("tensors of another shape " + _few([f"{k[0]} {tuple(k[1])} vs model {tuple(k[2])}"
+                                                            for k in sorted(info["mismatched_keys"])]))
+    bad = [n for n, t in model.state_dict().items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        problems.append(f"tensors with NaN or inf values {_few(bad)}")
+    if problems:
+        raise ValueError(
+            f"model.safetensors in {source} does not fit its config.json (strategy={model.config.strategy!r}): "
+            + "; ".join(problems) + ". The folder is incomplete, damaged or its config was edited: rebuild it "
+            "(python -m wolofmrl.build --out FOLDER) or re-save the model with save_pretrained; "
+            "strict_weights=False loads it anyway.")
+
+
+def _few(names: list[str], n: int = 8) -> str:
+    return str(names[:n])[:-1] + (f", ... {len(names) - n} more]" if len(names) > n else "]")
+
+
 class WolofMRLPreTrainedModel(PreTrainedModel):
     config_class = WolofMRLConfig
     base_model_prefix = "wolofmrl"
@@ -207,14 +274,26 @@ class WolofMRLPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
 
     @classmethod
-    def from_pretrained(cls, *args, **kwargs):
-        # loading replaces parameters (requires_grad=True again): re-apply what the config says is frozen
-        model = super().from_pretrained(*args, **kwargs)
-        if isinstance(model, tuple):  # output_loading_info=True
-            model[0].apply_freezing()
-        else:
-            model.apply_freezing()
-        return model
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, strict_weights: bool = True, **kwargs):
+        """`PreTrainedModel.from_pretrained`, strict about the weights: a folder whose tensors do not fit its
+        config.json (missing, unexpected, other shapes) or hold NaN/inf fails instead of embedding garbage.
+
+        `strict_weights=False` loads anyway (transformers' log line only). `dtype=torch.bfloat16` etc. work: the
+        model casts float32 processor features itself.
+
+        Raises:
+            ValueError: naming model.safetensors, the bad tensors and the fix.
+        """
+        want_info = kwargs.pop("output_loading_info", False)
+        ignore_sizes = kwargs.pop("ignore_mismatched_sizes", False)  # ours to report, with the tensors' names
+        model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True,
+                                              ignore_mismatched_sizes=True, **kwargs)
+        if ignore_sizes:
+            info = {**info, "mismatched_keys": set()}
+        if strict_weights:
+            check_loaded_weights(model, info, os.fspath(pretrained_model_name_or_path))
+        model.apply_freezing()  # loading replaces parameters (requires_grad=True again)
+        return (model, info) if want_info else model
 
     def _init_weights(self, module):
         # Backbones come from their own checkpoints; only the new modules are initialised here.
@@ -237,6 +316,16 @@ class WolofMRLModel(WolofMRLPreTrainedModel):
 
     Trainable by default: the speech adapter (fusion or dual), the soft prompt, the text head (stage 1) and
     `logit_scale`. The speech and text backbones are frozen (`config.freeze_*`).
+
+    Example (a spoken Wolof question against French passages; `waves`: 16 kHz float32 arrays):
+
+    >>> from transformers import AutoModel, AutoProcessor
+    >>> model = AutoModel.from_pretrained("checkpoints/wolofmrl-base", trust_remote_code=True)
+    >>> processor = AutoProcessor.from_pretrained("checkpoints/wolofmrl-base", trust_remote_code=True)
+    >>> q = model.get_audio_features(**processor(audio=waves, sampling_rate=16000), dim=128)   # (n_clips, 128)
+    >>> d = model.encode_document(["Le marché ouvre tôt.", "Il pleut."], dim=128)               # (2, 128)
+    >>> t = model.encode_query(text=["Marse bi dafa ubbeeku ci suba"], dim=128)                 # query prefix
+    >>> scores = q @ d.T                                                                         # cosine similarities
     """
 
     def __init__(self, config: WolofMRLConfig):
@@ -299,24 +388,41 @@ class WolofMRLModel(WolofMRLPreTrainedModel):
     def _head(self, pooled: torch.Tensor) -> torch.Tensor:
         return self.text_head(pooled.to(self.text_head.weight.dtype))
 
-    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Pooled + head text embedding at full width, not normalised: (B, hidden)."""
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
+    def encode_text(self, input_ids, attention_mask=None) -> torch.Tensor:
+        """Pooled + head text embedding at full width, not normalised: (B, hidden). Takes tensors or numpy."""
+        device = self.text_head.weight.device
+        input_ids = as_tensor(input_ids, device).long()
+        attention_mask = torch.ones_like(input_ids) if attention_mask is None else as_tensor(attention_mask, device)
         hidden = self.text_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         return self._head(pool(hidden, attention_mask, self.config.text_pooling))
 
-    def get_text_embeddings(self, input_ids, attention_mask=None, dim: int | None = None, **_) -> torch.Tensor:
-        """L2-normalised text embeddings truncated to `dim` (None = full width): (B, dim)."""
-        self._check_dim(dim)
+    def get_text_embeddings(self, input_ids=None, attention_mask=None, dim=None, **_) -> torch.Tensor:
+        """L2-normalised text embeddings truncated to `dim`: (B, dim), float32.
+
+        Args:
+            input_ids / attention_mask: (B, L) from `processor(text=...)` (tensors or numpy); the processor's other
+                keys (speech features, `speech_attention_mask`) are ignored, so `**processor(audio=, text=)` works.
+            dim: an int in 1..hidden (Python, numpy or torch int), or None for the full width.
+        Raises:
+            ValueError: a bad `dim`, or no `input_ids`.
+        """
+        dim = self._check_dim(dim)
+        if input_ids is None:
+            raise ValueError("get_text_embeddings needs input_ids: pass **processor(text=...)")
         return normalize_dim(self.encode_text(input_ids, attention_mask), dim, self.config.embedding_dim,
                              self.config.matryoshka_dims)
+
+    def get_text_features(self, input_ids=None, attention_mask=None, dim=None, **kwargs) -> torch.Tensor:
+        """`transformers`-style name (as CLIP's) for `get_text_embeddings`: L2-normalised (B, dim) float32."""
+        return self.get_text_embeddings(input_ids, attention_mask, dim=dim, **kwargs)
 
     # ----------------------------------------------------------------- speech side
     def speech_frames(self, input_features=None, attention_mask=None, input_values=None):
         """Concatenated selected hidden states of the speech encoder: (B, T, D * n_layers) and a (B, T) mask."""
-        states, mask = self.speech_tower(input_features=input_features, attention_mask=attention_mask,
-                                         input_values=input_values)
+        weight = next(self.speech_tower.parameters())  # cast inside, as transformers models do (bf16/fp16 models)
+        states, mask = self.speech_tower(input_features=as_tensor(input_features, weight.device, weight.dtype),
+                                         attention_mask=as_tensor(attention_mask, weight.device),
+                                         input_values=as_tensor(input_values, weight.device, weight.dtype))
         frames = torch.cat([states[i] for i in self.speech_layers], dim=-1)
         return frames, mask
 
@@ -355,28 +461,97 @@ class WolofMRLModel(WolofMRLPreTrainedModel):
             )
         return seq, mask
 
-    def encode_speech(self, input_features=None, attention_mask=None, input_values=None) -> torch.Tensor:
-        """Pooled + head speech embedding at full width, not normalised: (B, hidden)."""
+    def encode_speech(self, input_features=None, attention_mask=None, input_values=None,
+                      window_to_clip=None) -> torch.Tensor:
+        """Pooled + head speech embedding at full width, not normalised: (B, hidden).
+
+        With `window_to_clip` (long audio cut into windows by the processor) the rows are windows and the result is
+        one row per clip: the frame-weighted mean of its windows' L2-normalised embeddings (`pool_windows`).
+        """
+        if input_features is None and input_values is None:
+            raise ValueError("speech embeddings need input_features (or input_values): pass **processor(audio=...); "
+                             "for text use get_text_embeddings")
         frames, mask = self.speech_frames(input_features, attention_mask, input_values)
         if self.config.strategy == "dual":
-            return self._head(self.adapter(frames, mask))
-        tokens, tok_mask = self.adapter(frames, mask)
-        text_dtype = self.text_model.get_input_embeddings().weight.dtype
-        seq, seq_mask = self._fuse(tokens.to(text_dtype), tok_mask)
-        hidden = self.text_model(inputs_embeds=seq, attention_mask=seq_mask).last_hidden_state
-        return self._head(pool(hidden, seq_mask, self.config.text_pooling))
+            embeds = self._head(self.adapter(frames, mask))
+        else:
+            tokens, tok_mask = self.adapter(frames, mask)
+            text_dtype = self.text_model.get_input_embeddings().weight.dtype
+            seq, seq_mask = self._fuse(tokens.to(text_dtype), tok_mask)
+            hidden = self.text_model(inputs_embeds=seq, attention_mask=seq_mask).last_hidden_state
+            embeds = self._head(pool(hidden, seq_mask, self.config.text_pooling))
+        if window_to_clip is not None:
+            embeds = pool_windows(embeds, as_tensor(window_to_clip), mask.sum(-1))
+        return embeds
 
-    def get_speech_embeddings(self, input_features=None, attention_mask=None, input_values=None,
-                              dim: int | None = None, **_) -> torch.Tensor:
-        """L2-normalised speech embeddings truncated to `dim` (None = full width): (B, dim)."""
-        self._check_dim(dim)
-        return normalize_dim(self.encode_speech(input_features, attention_mask, input_values), dim,
-                             self.config.embedding_dim, self.config.matryoshka_dims)
+    def get_speech_embeddings(self, input_features=None, attention_mask=None, input_values=None, dim=None,
+                              speech_attention_mask=None, window_to_clip=None, input_ids=None, **_) -> torch.Tensor:
+        """L2-normalised speech embeddings truncated to `dim`: (n_clips, dim), float32.
+
+        Args:
+            input_features (B, n_mels, T) / input_values (B, samples), attention_mask (B, T): from
+                `processor(audio=...)` (tensors or numpy, any float dtype: cast to the model's dtype and device).
+            speech_attention_mask: the speech mask when the processor got audio and text; it wins over
+                `attention_mask`, which is then the text mask and is ignored here.
+            window_to_clip (W,): set by the processor for audio over 30 s; windows are pooled per clip.
+            dim: an int in 1..hidden (Python, numpy or torch int), or None for the full width.
+        Raises:
+            ValueError: a bad `dim`, no speech features.
+
+        Long audio: windows of at most 30 s overlapping by 5 s (evenly sized), pooled by frame-weighted mean of
+        their unit embeddings. Measured on the built default model with synthetic espeak-ng speech (voice sw reading
+        Wolof; clip A 76 s = 8 sentences, clip B 51 s = 8 others): cosine(long A, mean of A's sentence embeddings)
+        0.822 vs 0.665 to B's at dim 384 (0.860 vs 0.713 at 128), but long B sits nearer A's sentences (0.766)
+        than its own (0.655), and 11 of 16 sentences are nearer their own long clip. The windows run; the model,
+        trained on short clips, keeps little of a long clip's content: split long recordings where you can.
+        """
+        dim = self._check_dim(dim)
+        if speech_attention_mask is not None or (input_ids is not None and attention_mask is not None):
+            attention_mask = speech_attention_mask  # with text keys present, `attention_mask` is the text mask
+        embeds = self.encode_speech(input_features, attention_mask, input_values, window_to_clip)
+        return normalize_dim(embeds, dim, self.config.embedding_dim, self.config.matryoshka_dims)
+
+    def get_audio_features(self, input_features=None, attention_mask=None, input_values=None, dim=None,
+                           **kwargs) -> torch.Tensor:
+        """`transformers`-style name for `get_speech_embeddings`: L2-normalised (n_clips, dim) float32."""
+        return self.get_speech_embeddings(input_features, attention_mask, input_values, dim=dim, **kwargs)
+
+    # ----------------------------------------------------------------- safe query / document paths
+    def _processor(self, processor=None):
+        if processor is not None:
+            return processor
+        if getattr(self, "_wolofmrl_processor", None) is None:
+            from transformers import AutoProcessor
+
+            if not os.path.isdir(str(self.name_or_path)):
+                raise ValueError("pass processor=AutoProcessor.from_pretrained(<model folder>, trust_remote_code=True)")
+            self._wolofmrl_processor = AutoProcessor.from_pretrained(self.name_or_path, trust_remote_code=True)
+        return self._wolofmrl_processor
+
+    @torch.no_grad()
+    def encode_query(self, text=None, audio=None, sampling_rate=None, dim=None, processor=None) -> torch.Tensor:
+        """Search queries -> (N, dim) unit embeddings: text with the query prefix, or speech (`audio`).
+
+        The safe path (sentence-transformers' `encode_query`): a query is never prefixed as a passage. `processor`
+        defaults to the one saved with the model. Raises ValueError unless exactly one of `text` / `audio` is given.
+        """
+        if (text is None) == (audio is None):
+            raise ValueError("encode_query takes text=... or audio=... (one of them)")
+        proc = self._processor(processor)
+        if audio is not None:
+            return self.get_speech_embeddings(**proc(audio=audio, sampling_rate=sampling_rate), dim=dim)
+        return self.get_text_embeddings(**proc(text=text, text_kind="query"), dim=dim)
+
+    @torch.no_grad()
+    def encode_document(self, text, dim=None, processor=None) -> torch.Tensor:
+        """Documents (passages) -> (N, dim) unit embeddings with the passage prefix (sentence-transformers'
+        `encode_document`). Raises TypeError/ValueError for bad text or dim."""
+        return self.get_text_embeddings(**self._processor(processor)(text=text, text_kind="passage"), dim=dim)
 
     # ----------------------------------------------------------------- both
     def _check_dim(self, dim):
         # fail before running the towers
-        check_dim(dim, self.config.embedding_dim, self.config.matryoshka_dims)
+        return check_dim(dim, self.config.embedding_dim, self.config.matryoshka_dims)
 
     def forward(
         self,
@@ -386,11 +561,17 @@ class WolofMRLModel(WolofMRLPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         input_values: torch.Tensor | None = None,
         return_loss: bool = False,
+        window_to_clip: torch.Tensor | None = None,
         **_,
     ) -> WolofMRLOutput:
+        """CLIP-style forward: unnormalised embeddings, scaled cosine logits and (`return_loss`) the symmetric
+        InfoNCE loss pairing clip i with text i. Raises ValueError when `return_loss` lacks a side or the counts of
+        clips and texts differ."""
         speech = text = logits = None
         if input_features is not None or input_values is not None:
-            speech = self.encode_speech(input_features, speech_attention_mask, input_values)
+            if speech_attention_mask is None and input_ids is None:
+                speech_attention_mask, attention_mask = attention_mask, None  # processor(audio=...) alone
+            speech = self.encode_speech(input_features, speech_attention_mask, input_values, window_to_clip)
         if input_ids is not None:
             text = self.encode_text(input_ids, attention_mask)
         if speech is not None and text is not None:
@@ -399,10 +580,13 @@ class WolofMRLModel(WolofMRLPreTrainedModel):
         if return_loss:
             if logits is None:
                 raise ValueError("return_loss=True needs both speech and text inputs")
+            if logits.shape[0] != logits.shape[1]:
+                raise ValueError(f"return_loss=True pairs speech clip i with text i: got {logits.shape[0]} clips and "
+                                 f"{logits.shape[1]} texts; pass as many texts as clips")
             target = torch.arange(logits.shape[0], device=logits.device)
             loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
         return WolofMRLOutput(loss=loss, speech_embeds=speech, text_embeds=text, logits_per_speech=logits,
                               logits_per_text=None if logits is None else logits.T)
 
 
-__all__ = ["WolofMRLModel", "WolofMRLPreTrainedModel", "WolofMRLOutput"]
+__all__ = ["WolofMRLModel", "WolofMRLPreTrainedModel", "WolofMRLOutput", "normalize_dim", "check_dim", "pool_windows"]

@@ -1,115 +1,382 @@
-"""WolofMRL processor: waveforms -> speech-encoder features, text -> prefixed token ids.
+"""WolofMRL processor: audio -> speech-encoder features, text -> prefixed token ids.
 
-`processor(audio=..., sampling_rate=..., text=..., return_tensors="pt")` takes numpy arrays, torch tensors,
-lists of floats or audio file paths; downmixes to mono, resamples any rate to 16 kHz, and never pads a clip to
-30 s: each clip keeps its own length and a mask says which frames are real.
+The project's one audio path lives here (the library, training and evaluation import it):
 
-This file is self-contained Hub remote code: it imports nothing from the `wolofmrl` library.
+- `decode_audio` turns one clip of any supported kind into mono float32 samples and their rate;
+- `resample` is the one resampler (windowed sinc, torchaudio's default algorithm, pure torch);
+- `load_audio` = decode + resample; `whisper_log_mel` / `pad_features` are the one Whisper feature path
+  (own-length log-mel, even frame count, mask), batched on any device.
+
+Input rules (README, "Input rules"): a list is a batch; a single 1-D array is one clip; a single 2-D array is one
+clip when an axis has at most 2 entries (mono/stereo, (channels, samples) or (samples, channels)), otherwise a
+batch of rows (clips, samples) as in `transformers` feature extractors; inside a list or dict a 2-D array is one
+clip with at most 8 channels. Integer PCM is scaled by its type (int16 / 32768, uint8 re-centred); a list of Python
+ints is 16-bit PCM. Float audio must be finite; a peak above 1.5 is rescaled to 1 with a warning.
+
+This file is self-contained Hub remote code: it imports nothing from the `wolofmrl` library, and every optional
+import (soundfile, torchcodec) sits in a try block so `transformers`' remote-code import check passes without them.
 """
 
 from __future__ import annotations
 
 import io
+import json
+import math
+import numbers
 import os
-from collections.abc import Sequence
+import warnings
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from transformers import BatchFeature, ProcessorMixin
+from transformers.utils import logging
 
-TEXT_KINDS = ("query", "passage", None)
+logger = logging.get_logger(__name__)
+
+SAMPLING_RATE = 16000  # the model's rate (Whisper and the other speech encoders)
 MIN_SAMPLES = 400  # one 25 ms STFT window of the Whisper log-mel at 16 kHz
+MAX_CHANNELS = 8
+RATE_RANGE = (1000, 1_000_000)
+LOUD_PEAK = 1.5  # float audio peaking above this is rescaled (integer PCM stored as floats, gain errors)
+TEXT_KINDS = ("query", "passage", None)
+TEXT_KIND_ALIASES = {"document": "passage"}  # mteb PromptType.document
+WINDOW_OVERLAP_SECONDS = 5.0
+_UNSET = object()  # text_kind not given
 
 
-def decode_audio(audio, sampling_rate: int | None = None) -> tuple[np.ndarray, int]:
-    """The project's one audio decoder: one clip of any supported kind -> (mono float32 samples, rate in Hz).
+# =============================================================================== argument checks
+def check_sampling_rate(sampling_rate, name: str = "sampling_rate") -> int:
+    """A sampling rate as a positive whole number of Hz in 1,000..1,000,000; else a TypeError/ValueError naming it."""
+    value = sampling_rate
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number of samples per second such as 16000, got "
+                        f"{type(sampling_rate).__name__} {sampling_rate!r}")
+    value = float(value)
+    if not math.isfinite(value) or value != round(value) or not RATE_RANGE[0] <= value <= RATE_RANGE[1]:
+        raise ValueError(f"{name}={sampling_rate!r} is not a valid sampling rate: pass your audio's rate in Hz as a "
+                         f"whole number in {RATE_RANGE[0]}..{RATE_RANGE[1]} (e.g. 16000, 22050, 44100)")
+    return int(value)
 
-    `audio` is a file path, raw encoded bytes, a `{"array", "sampling_rate"}` or `{"bytes", "path"}` dict (what
-    `datasets` gives), a torchcodec decoder, or a 1-D / 2-D (channels) numpy array, torch tensor or list of samples
-    (then `sampling_rate` is required). Every module of the project decodes audio through this function.
+
+def _is_number(x) -> bool:
+    return isinstance(x, (numbers.Number, np.generic)) and not isinstance(x, (str, bytes))
+
+
+# =============================================================================== decoding
+def decode_audio(audio, sampling_rate=None, name: str = "audio") -> tuple[np.ndarray, int]:
+    """The project's one audio decoder: ONE clip of any supported kind -> (mono float32 samples, rate in Hz).
+
+    `audio` is a file path, encoded bytes or a binary file object (WAV/FLAC/OGG/Opus/MP3 through soundfile, other
+    codecs through torchcodec when installed), a `{"array", "sampling_rate"}` / `{"raw", "sampling_rate"}` /
+    `{"bytes", "path"}` dict or a torchcodec `AudioDecoder` (what `datasets` 2..5 give), or samples: a 1-D / 2-D
+    (at most 8 channels, either axis) numpy array, torch tensor or list. Samples need `sampling_rate`; a
+    container's own rate wins over `sampling_rate`. `name` prefixes error messages (e.g. "audio clip 3").
 
     Raises:
         FileNotFoundError: a path that does not exist.
-        ValueError: undecodable bytes or file, a missing `sampling_rate` for array audio, a bad shape.
+        TypeError: an unsupported container or sample dtype (bool, complex, object, str), a bad `sampling_rate` type.
+        ValueError: undecodable or truncated bytes/file, missing or invalid `sampling_rate`, a bad shape,
+            NaN/inf samples, a list of ints outside 16-bit PCM.
     """
     if isinstance(audio, dict):
-        if audio.get("array") is not None:
-            return decode_audio(audio["array"], audio.get("sampling_rate", sampling_rate))
-        if audio.get("bytes") is not None:
-            return decode_audio(bytes(audio["bytes"]))
-        if audio.get("path") is not None:
-            return decode_audio(audio["path"])
-        raise ValueError(f"audio dict has no 'array', 'bytes' or 'path' entry (keys: {sorted(audio)})")
+        return _decode_dict(audio, sampling_rate, name)
     if isinstance(audio, (str, os.PathLike)):
-        return _load_file(os.fspath(audio))
+        return _decode_encoded(os.fspath(audio), name)
     if isinstance(audio, (bytes, bytearray, memoryview)):
-        return _load_file(io.BytesIO(bytes(audio)))
-    if hasattr(audio, "get_all_samples"):  # torchcodec AudioDecoder (what `datasets` 4/5 decodes to)
+        return _decode_encoded(bytes(audio), name)
+    if hasattr(audio, "read") and callable(audio.read):
+        data = audio.read()
+        if not isinstance(data, (bytes, bytearray)):
+            raise TypeError(f"{name}: a file object must be opened in binary mode ('rb'), read() gave "
+                            f"{type(data).__name__}")
+        return _decode_encoded(bytes(data), name)
+    if hasattr(audio, "get_all_samples"):  # torchcodec AudioDecoder: what `datasets` 4/5 decode an Audio cell to
         samples = audio.get_all_samples()
-        return _to_mono(samples.data), int(samples.sample_rate)
+        return samples_to_mono(samples.data, name), check_sampling_rate(samples.sample_rate, f"{name} decoder rate")
     if sampling_rate is None:
-        raise ValueError("sampling_rate is required for array audio: pass sampling_rate=<your audio's rate> (e.g. 16000)")
-    return _to_mono(audio), int(sampling_rate)
+        raise ValueError(f"sampling_rate is required for array {name}: pass sampling_rate=<your audio's rate> "
+                         f"(e.g. 16000); it is resampled to {SAMPLING_RATE} Hz")
+    rate = check_sampling_rate(sampling_rate)
+    return samples_to_mono(audio, name), rate
 
 
-def load_audio(audio, sampling_rate: int | None = None, target_sampling_rate: int = 16000) -> np.ndarray:
-    """`decode_audio`, then the project's one resampler to `target_sampling_rate`: (samples,) float32."""
-    wave, rate = decode_audio(audio, sampling_rate)
-    return resample(wave, rate, target_sampling_rate)
+def load_audio(audio, sampling_rate=None, target_sampling_rate: int = SAMPLING_RATE, name: str = "audio"):
+    """`decode_audio`, then `resample` to `target_sampling_rate`: (samples,) float32. Raises as `decode_audio`."""
+    wave, rate = decode_audio(audio, sampling_rate, name)
+    return resample(wave, rate, check_sampling_rate(target_sampling_rate, "target_sampling_rate"))
 
 
-def _load_file(source) -> tuple[np.ndarray, int]:
-    if isinstance(source, str) and not os.path.isfile(source):
-        raise FileNotFoundError(f"audio file not found: {source!r}")
-    import soundfile as sf
+def _decode_dict(audio: dict, sampling_rate, name: str):
+    for key in ("array", "raw"):
+        if audio.get(key) is not None:
+            rate = audio.get("sampling_rate", sampling_rate)
+            if rate is None:
+                raise ValueError(f"{name} dict has {key!r} but no 'sampling_rate': add it, or pass sampling_rate=")
+            return decode_audio(audio[key], rate, name)
+    if audio.get("bytes") is not None:
+        return decode_audio(bytes(audio["bytes"]), name=name)
+    if audio.get("path") is not None:
+        return decode_audio(audio["path"], name=name)
+    raise ValueError(f"{name} dict has no 'array', 'bytes' or 'path' entry (keys: {sorted(map(str, audio))}); "
+                     "pass {'array': samples, 'sampling_rate': rate}, {'bytes': ...} or {'path': ...}")
 
+
+def _decode_encoded(source: str | bytes, name: str) -> tuple[np.ndarray, int]:
+    label = f"file {source!r}" if isinstance(source, str) else "bytes"
+    if isinstance(source, str):
+        if not os.path.isfile(source):
+            raise FileNotFoundError(f"{name}: audio file not found: {source!r}")
+        with open(source, "rb") as f:
+            source = f.read()
+    if not source:
+        raise ValueError(f"{name}: the audio {label} is empty (0 bytes)")
+    _check_wav_complete(source, f"{name} {label}")
+    errors = []
     try:
-        wave, rate = sf.read(source, dtype="float32", always_2d=True)  # (samples, channels)
-    except Exception as err:  # soundfile raises LibsndfileError / RuntimeError for corrupt files
-        name = f"file {source!r}" if isinstance(source, str) else "bytes"
-        raise ValueError(f"could not decode audio {name} ({err}); is it a valid WAV/FLAC/OGG file?") from err
-    return wave.mean(axis=1), int(rate)
+        import soundfile as sf
+
+        wave, rate = sf.read(io.BytesIO(source), dtype="float32", always_2d=True)  # (samples, channels)
+        return wave.mean(axis=1), int(rate)
+    except ImportError:
+        errors.append("soundfile is not installed")
+    except Exception as err:  # LibsndfileError / RuntimeError / TypeError for unreadable data
+        errors.append(str(err))
+    try:
+        from torchcodec.decoders import AudioDecoder
+
+        samples = AudioDecoder(source).get_all_samples()
+        return samples_to_mono(samples.data, name), int(samples.sample_rate)
+    except ImportError:
+        errors.append("torchcodec is not installed")
+    except Exception as err:
+        errors.append(str(err))
+    raise ValueError(f"could not decode audio {label} ({'; '.join(errors)}); is it a valid WAV/FLAC/OGG/MP3 file? "
+                     f"({name}; `pip install soundfile` reads WAV/FLAC/OGG/MP3)")
 
 
-def _to_mono(wave) -> np.ndarray:
-    if isinstance(wave, torch.Tensor):
-        wave = wave.detach().cpu().numpy()
-    wave = np.asarray(wave)
-    if np.issubdtype(wave.dtype, np.integer):  # PCM: scale to [-1, 1]
-        wave = wave.astype(np.float32) / float(np.iinfo(wave.dtype).max)
-    wave = wave.astype(np.float32, copy=False)
+def _check_wav_complete(data: bytes, label: str) -> None:
+    """A WAV whose data chunk is shorter than its header says was cut short: an error, not half a clip."""
+    if len(data) < 12 or data[:4] not in (b"RIFF", b"RIFX") or data[8:12] != b"WAVE":
+        return
+    order = "little" if data[:4] == b"RIFF" else "big"
+    pos = 12
+    while pos + 8 <= len(data):
+        chunk, size = data[pos:pos + 4], int.from_bytes(data[pos + 4:pos + 8], order)
+        if chunk == b"data":
+            available = len(data) - pos - 8
+            if size < 0x7FFF0000 and available < size:  # larger sizes are streaming placeholders (unknown length)
+                raise ValueError(f"audio {label} is a truncated WAV: its header declares {size} bytes of samples but "
+                                 f"only {available} are there; re-export or re-download the file")
+            return
+        pos += 8 + size + (size & 1)
+
+
+# =============================================================================== samples -> mono float32
+def _sample_array(audio, name: str) -> np.ndarray:
+    """Samples of any array-like as a numpy array of their own dtype (lists of ints -> int16 PCM)."""
+    if isinstance(audio, torch.Tensor):
+        tensor = audio.detach().cpu()
+        if tensor.dtype in (torch.bfloat16, torch.float16):
+            tensor = tensor.float()
+        return tensor.resolve_conj().numpy() if tensor.is_complex() else tensor.numpy()
+    if isinstance(audio, (list, tuple)):
+        try:
+            arr = np.asarray(audio)
+        except ValueError as err:  # ragged nesting
+            raise ValueError(f"{name} is a nested list of unequal lengths ({err}); pass a list of 1-D clips") from err
+        first = audio
+        while isinstance(first, (list, tuple)) and first:
+            first = first[0]
+        if arr.dtype.kind == "i" and isinstance(first, int) and not isinstance(first, np.integer):
+            low, high = int(arr.min()), int(arr.max())
+            if low < -32768 or high > 32767:
+                raise ValueError(f"{name} is a list of ints, read as 16-bit PCM, but its values reach {low}..{high}: "
+                                 "pass np.asarray(samples, dtype=np.int32) for 32-bit PCM, or floats in [-1, 1]")
+            arr = arr.astype(np.int16)
+        return arr
+    if isinstance(audio, (np.ndarray, np.generic)) or hasattr(audio, "__array__"):
+        return np.asarray(audio)
+    raise TypeError(f"{name} of type {type(audio).__name__} is not supported: pass a file path, bytes, a dict "
+                    "{'array', 'sampling_rate'}, a datasets/torchcodec AudioDecoder, or a numpy array/tensor/list "
+                    "of samples")
+
+
+def samples_to_float(arr: np.ndarray, name: str = "audio") -> np.ndarray:
+    """Samples of any real dtype -> float32 in [-1, 1]: integer PCM by its type, float checked for NaN/inf/peak."""
+    kind = arr.dtype.kind
+    if kind == "b" or kind not in "iuf":
+        what = {"b": "boolean", "c": "complex", "O": "object (mixed or nested)", "U": "string", "S": "bytes"}
+        raise TypeError(f"{name} has {what.get(kind, str(arr.dtype))} samples ({arr.dtype}); pass float32 samples in "
+                        "[-1, 1] or integer PCM (int16, int32, uint8)")
+    if kind == "i":
+        return (arr.astype(np.float64) / 2.0 ** (8 * arr.dtype.itemsize - 1)).astype(np.float32)
+    if kind == "u":
+        half = 2.0 ** (8 * arr.dtype.itemsize - 1)
+        return ((arr.astype(np.float64) - half) / half).astype(np.float32)
+    if arr.size and not np.isfinite(arr).all():
+        raise ValueError(f"{name} contains NaN or inf samples; clean or drop it before embedding")
+    peak = float(np.abs(arr).max()) if arr.size else 0.0
+    if peak > LOUD_PEAK:
+        warnings.warn(f"{name} peaks at {peak:.3g}, outside [-1, 1]: rescaled to peak 1. Integer PCM stored as "
+                      "floats? pass the integer array (e.g. np.int16) so it is scaled exactly", stacklevel=3)
+        return (arr.astype(np.float64) / peak).astype(np.float32)
+    return arr.astype(np.float32)
+
+
+def samples_to_mono(audio, name: str = "audio", max_channels: int = MAX_CHANNELS) -> np.ndarray:
+    """One clip's samples (1-D, or 2-D with <= `max_channels` channels on either axis) -> mono float32 (samples,).
+
+    Raises:
+        TypeError: unsupported container or dtype. ValueError: 0-D, 3-D+, or 2-D with no short (channel) axis.
+    """
+    wave = samples_to_float(_sample_array(audio, name), name)
     if wave.ndim == 2:
-        # channels are the short axis: (channels, samples) as torchaudio gives or (samples, channels) as soundfile
+        if min(wave.shape) > max_channels:
+            raise ValueError(f"{name} has shape {tuple(wave.shape)}: a 2-D clip is (channels, samples) or (samples, "
+                             f"channels) with at most {max_channels} channels. A batch of clips? pass a list of "
+                             "1-D clips, e.g. list(batch)")
         wave = wave.mean(axis=0 if wave.shape[0] <= wave.shape[1] else 1)
     elif wave.ndim != 1:
-        raise ValueError(f"audio must be 1-D (samples) or 2-D (channels x samples), got shape {wave.shape}")
-    return wave
+        raise ValueError(f"{name} must be 1-D (samples) or 2-D (channels x samples), got shape {tuple(wave.shape)}")
+    return np.ascontiguousarray(wave, dtype=np.float32)
 
 
-def resample(wave: np.ndarray, orig: int, target: int) -> np.ndarray:
-    if orig == target:
+# =============================================================================== the one resampler
+_KERNELS: dict = {}
+
+
+def _sinc_kernel(orig: int, new: int, width_zeros: int = 6, rolloff: float = 0.99):
+    """torchaudio's `sinc_interp_hann` kernel (lowpass_filter_width=6, rolloff=0.99) for reduced rates."""
+    key = (orig, new)
+    if key not in _KERNELS:
+        base = min(orig, new) * rolloff
+        width = math.ceil(width_zeros * orig / base)
+        idx = torch.arange(-width, width + orig, dtype=torch.float64)[None, None] / orig
+        t = (torch.arange(0, -new, -1, dtype=torch.float64)[:, None, None] / new + idx) * base
+        t = t.clamp(-width_zeros, width_zeros)
+        window = torch.cos(t * math.pi / width_zeros / 2) ** 2
+        t = t * math.pi
+        kernel = torch.where(t == 0, torch.ones_like(t), t.sin() / t) * window * (base / orig)
+        if len(_KERNELS) > 16:
+            _KERNELS.clear()
+        _KERNELS[key] = (kernel.float(), width)
+    return _KERNELS[key]
+
+
+def resample(wave, orig: int, target: int) -> np.ndarray:
+    """The project's one resampler: (samples,) float32 at `orig` Hz -> (ceil(samples * target / orig),) float32.
+
+    Band-limited windowed-sinc interpolation, the algorithm and defaults of `torchaudio.functional.resample`
+    (equal to it within float rounding), in plain torch. A rate pair that does not reduce to a small ratio (e.g.
+    16001 -> 16000 Hz) is first rounded to the nearest 100 Hz, with a warning (a pitch change of at most 0.6 %).
+    """
+    orig = check_sampling_rate(orig, "orig")
+    target = check_sampling_rate(target, "target")
+    wave = np.asarray(wave, dtype=np.float32)
+    if orig == target or wave.size == 0:
         return wave
-    try:
-        import torchaudio.functional as AF
+    g = math.gcd(orig, target)
+    if (orig // g) * (target // g) > 1_000_000:
+        rounded = max(100, round(orig / 100) * 100)
+        warnings.warn(f"sampling rate {orig} Hz has no small ratio to {target} Hz: resampled as {rounded} Hz",
+                      stacklevel=2)
+        orig, g = rounded, math.gcd(rounded, target)
+        if orig == target:
+            return wave
+    o, n = orig // g, target // g
+    kernel, width = _sinc_kernel(o, n)
+    x = F.pad(torch.from_numpy(np.ascontiguousarray(wave))[None, None], (width, width + o))
+    y = F.conv1d(x, kernel, stride=o).transpose(1, 2).reshape(-1)
+    return y[: math.ceil(n * wave.size / o)].numpy()
 
-        return AF.resample(torch.from_numpy(np.ascontiguousarray(wave)), orig, target).numpy()
-    except ImportError:  # torchaudio is optional for Hub users
-        from math import gcd
 
-        from scipy.signal import resample_poly
-
-        g = gcd(orig, target)
-        return resample_poly(wave, target // g, orig // g).astype(np.float32)
+# =============================================================================== the one Whisper feature path
+_MEL_CACHE: dict = {}
 
 
+def whisper_log_mel(feature_extractor, clips: list[np.ndarray], device="cpu") -> dict[str, torch.Tensor]:
+    """Whisper log-mel of 16 kHz mono clips, batched on `device`, each clip at its own length (never 30 s).
+
+    Returns {"input_features": (B, n_mels, T) float32, "attention_mask": (B, T) long}, T = the longest clip's
+    frame count (`len // hop`) rounded up to even (Whisper's stride-2 conv: a clip's tail is the same alone or
+    batched). Each clip is reflect-padded on its own (as `WhisperFeatureExtractor` does a lone clip), normalised
+    on its own frames; frames past a clip's end are zero and masked.
+    """
+    device = torch.device(device)
+    n_fft, hop = int(feature_extractor.n_fft), int(feature_extractor.hop_length)
+    filters = np.asarray(feature_extractor.mel_filters)
+    key = (n_fft, filters.shape, float(filters.sum()), str(device))  # by content: extractors alike share an entry
+    if key not in _MEL_CACHE:
+        if len(_MEL_CACHE) > 4:
+            _MEL_CACHE.clear()
+        _MEL_CACHE[key] = (torch.hann_window(n_fft, device=device),
+                           torch.from_numpy(filters).to(device, torch.float32))
+    window, mel_filters = _MEL_CACHE[key]
+    half = n_fft // 2
+    frames = [len(c) // hop for c in clips]
+    waves = torch.zeros(len(clips), max(len(c) for c in clips) + 2 * half, device=device)
+    for i, clip in enumerate(clips):  # reflect-pad each clip alone (center=True on a lone clip), then zero-pad
+        wave = torch.as_tensor(np.ascontiguousarray(clip, dtype=np.float32)).to(device, non_blocking=True)
+        mode = "reflect" if len(clip) > half else "constant"
+        waves[i, : len(clip) + 2 * half] = F.pad(wave[None, None], (half, half), mode=mode)[0, 0]
+    stft = torch.stft(waves, n_fft, hop, window=window, center=False, return_complex=True)  # (B, n_fft/2+1, F)
+    longest = max(frames)
+    parts = torch.view_as_real(stft[..., :longest])
+    power = parts[..., 0].square() + parts[..., 1].square()
+    log_spec = (mel_filters.T @ power).clamp_(min=1e-10).log10_()  # (B, n_mels, T)
+    mask = torch.arange(longest, device=device)[None] < torch.tensor(frames, device=device)[:, None]
+    peak = log_spec.masked_fill(~mask[:, None, :], float("-inf")).amax(dim=(1, 2), keepdim=True)
+    log_spec = ((torch.maximum(log_spec, peak - 8.0) + 4.0) / 4.0) * mask[:, None, :]
+    return pad_features([log_spec[i, :, :n] for i, n in enumerate(frames)], even=True)
+
+
+def pad_features(features: list, even: bool = True, key: str = "input_features") -> dict[str, torch.Tensor]:
+    """Right-pad per-clip features ((..., T_i) arrays or tensors) into a batch + mask, as the processor pads.
+
+    Returns {key: (B, ..., T) float32, "attention_mask": (B, T) long}; T = max T_i, rounded up to even when `even`
+    (Whisper log-mel; `processor.uses_log_mel`). Training's feature cache collates with this.
+    """
+    if not features:
+        raise ValueError("features is empty: pass at least one clip's features")
+    feats = [torch.as_tensor(f) for f in features]
+    frames = max(f.shape[-1] for f in feats)
+    frames += frames % 2 if even else 0
+    batch = feats[0].new_zeros((len(feats), *feats[0].shape[:-1], frames), dtype=torch.float32)
+    mask = torch.zeros(len(feats), frames, dtype=torch.long, device=batch.device)
+    for i, f in enumerate(feats):
+        batch[i, ..., : f.shape[-1]] = f
+        mask[i, : f.shape[-1]] = 1
+    return {key: batch, "attention_mask": mask}
+
+
+def split_windows(clips: list[np.ndarray], window: int, overlap: int) -> tuple[list[np.ndarray], list[int]]:
+    """Clips longer than `window` samples -> evenly sized windows of at most `window` samples that overlap by
+    `overlap`; returns (windows, window_to_clip) where window_to_clip[j] is the clip index of window j."""
+    windows, owner = [], []
+    for i, clip in enumerate(clips):
+        n = 1 if len(clip) <= window else math.ceil((len(clip) - overlap) / (window - overlap))
+        size = min(window, math.ceil((len(clip) + (n - 1) * overlap) / n))
+        step = (len(clip) - size) / max(n - 1, 1)
+        for k in range(n):
+            start = round(k * step)
+            windows.append(clip[start:start + size])
+            owner.append(i)
+    return windows, owner
+
+
+# =============================================================================== the processor
 class WolofMRLProcessor(ProcessorMixin):
     r"""Speech feature extractor (Whisper log-mel by default) + the text tokenizer of the text tower.
 
     Args:
         feature_extractor: a `WhisperFeatureExtractor` (or any `transformers` audio feature extractor).
         tokenizer: the text encoder's tokenizer.
-        query_prefix / passage_prefix: prepended to text according to `text_kind`.
-        max_audio_seconds: longest clip accepted; longer audio must be split by the caller.
+        query_prefix / passage_prefix: prepended to text according to `text_kind` / `prompt_name`.
+        max_audio_seconds: the longest window the speech encoder takes in one pass (30 s for Whisper); longer
+            audio is cut into overlapping windows and pooled per clip by the model.
     """
 
     def __init__(self, feature_extractor, tokenizer, query_prefix: str = "query: ", passage_prefix: str = "passage: ",
@@ -119,104 +386,247 @@ class WolofMRLProcessor(ProcessorMixin):
         self.max_audio_seconds = float(max_audio_seconds)
         super().__init__(feature_extractor, tokenizer, **kwargs)
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """`ProcessorMixin.from_pretrained`, after checking a local folder's files (each error names the file and
+        the fix): tokenizer.json and tokenizer_config.json present, every JSON file complete."""
+        folder = os.fspath(pretrained_model_name_or_path)
+        if os.path.isdir(folder):
+            check_processor_folder(folder)
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+
     @property
     def sampling_rate(self) -> int:
         return int(self.feature_extractor.sampling_rate)
 
+    @property
+    def feature_key(self) -> str:
+        """The speech feature key the model takes: "input_features" (log-mel) or "input_values" (waveform)."""
+        return "input_features" if self.uses_log_mel else "input_values"
+
+    @property
+    def uses_log_mel(self) -> bool:
+        """True for a Whisper log-mel feature extractor (features from `whisper_log_mel`, even frame counts)."""
+        return type(self.feature_extractor).__name__ == "WhisperFeatureExtractor"
+
     # ------------------------------------------------------------------ audio
-    def prepare_audio(self, audio, sampling_rate: int | None = None) -> list[np.ndarray]:
-        """Any supported audio input -> list of finite mono float32 arrays at the model's sampling rate."""
-        if isinstance(audio, (str, os.PathLike, np.ndarray, torch.Tensor)) or (
-            isinstance(audio, Sequence) and len(audio) > 0 and isinstance(audio[0], (int, float, np.floating))
-        ):
-            audio = [audio]
-        if isinstance(audio, dict):
-            audio = [audio]
-        if len(audio) == 0:
-            raise ValueError("audio is an empty list: pass at least one clip")
+    def audio_batch(self, audio) -> list:
+        """`audio` as a list of clips, by the input rules (module docstring)."""
+        if isinstance(audio, (np.ndarray, np.generic, torch.Tensor)):
+            if audio.ndim == 2 and min(audio.shape) > 2:  # (clips, samples), as transformers feature extractors
+                if audio.shape[1] <= MAX_CHANNELS < audio.shape[0]:
+                    raise ValueError(f"audio of shape {tuple(audio.shape)} reads as {audio.shape[0]} clips of "
+                                     f"{audio.shape[1]} samples; one clip with {audio.shape[1]} channels? pass it "
+                                     "inside a list: audio=[clip]")
+                return list(audio)
+            return [audio]
+        if isinstance(audio, (str, os.PathLike, bytes, bytearray, memoryview, dict)) or hasattr(audio, "read") \
+                or hasattr(audio, "get_all_samples"):
+            return [audio]
+        if isinstance(audio, (list, tuple)) or (hasattr(audio, "__iter__") and hasattr(audio, "__len__")):
+            items = list(audio)
+            if not items:
+                raise ValueError("audio is an empty list: pass at least one clip")
+            return [items] if all(_is_number(x) for x in items) else items
+        raise TypeError(f"audio of type {type(audio).__name__} is not supported: pass an array, tensor, list, dict, "
+                        "file path, bytes or a datasets/torchcodec AudioDecoder (or a list of those)")
+
+    def prepare_audio(self, audio, sampling_rate=None, max_audio_seconds: float | None = None) -> list[np.ndarray]:
+        """Any supported audio input -> list of finite mono float32 arrays at the model's rate (`audio_batch`
+        rules). `max_audio_seconds`: refuse longer clips (ValueError); None: any length."""
+        if sampling_rate is not None:
+            check_sampling_rate(sampling_rate)
+        if max_audio_seconds is not None and (isinstance(max_audio_seconds, (bool, np.bool_)) or not (
+                _is_number(max_audio_seconds) and max_audio_seconds > 0)):
+            raise ValueError(f"max_audio_seconds must be a positive number of seconds or None, got "
+                             f"{max_audio_seconds!r}")
+        items = self.audio_batch(audio)
         clips = []
-        for i, item in enumerate(audio):
-            rate = sampling_rate
-            if rate is None and not isinstance(item, (dict, str, os.PathLike, bytes)) and not hasattr(
-                item, "get_all_samples"
-            ):
-                raise ValueError(
-                    "sampling_rate is required for array audio: pass sampling_rate=<your audio's rate> "
-                    f"(e.g. 16000); it is resampled to {self.sampling_rate} Hz."
-                )
-            wave, rate = decode_audio(item, rate)
+        for i, item in enumerate(items):
+            name = f"audio clip {i}"
+            wave, rate = decode_audio(item, sampling_rate, name)
             if wave.size == 0:
-                raise ValueError(f"audio clip {i} is empty (0 samples)")
-            if not np.isfinite(wave).all():
-                raise ValueError(f"audio clip {i} contains NaN or inf samples; clean or drop it before embedding")
+                raise ValueError(f"{name} is empty (0 samples)")
             seconds = wave.size / rate
-            if seconds > self.max_audio_seconds + 1e-6:
-                raise ValueError(
-                    f"audio clip {i} is {seconds:.1f} s long; the model takes at most {self.max_audio_seconds:g} s. "
-                    "Split it into shorter clips (e.g. on pauses) and embed each."
-                )
-            wave = resample(wave, int(rate), self.sampling_rate)
+            if max_audio_seconds is not None and seconds > max_audio_seconds + 1e-6:
+                raise ValueError(f"{name} is {seconds:.1f} s long; you asked for at most {max_audio_seconds:g} s "
+                                 "(max_audio_seconds). Split it into shorter clips, or pass max_audio_seconds=None "
+                                 "to embed it in overlapping windows")
+            wave = resample(wave, rate, self.sampling_rate)
             if wave.size < MIN_SAMPLES:
                 raise ValueError(
-                    f"audio clip {i} is {wave.size / self.sampling_rate * 1000:.1f} ms long; at least "
-                    f"{MIN_SAMPLES * 1000 // 16000} ms ({MIN_SAMPLES} samples at 16 kHz) are needed for one "
-                    "spectrogram window. Drop or pad such clips."
-                )
+                    f"{name} is {wave.size / self.sampling_rate * 1000:.1f} ms long; at least "
+                    f"{MIN_SAMPLES * 1000 // SAMPLING_RATE} ms ({MIN_SAMPLES} samples at 16 kHz) are needed for one "
+                    "spectrogram window. Drop or pad such clips.")
             clips.append(wave)
         return clips
 
-    def _features(self, clips: list[np.ndarray]) -> dict[str, np.ndarray]:
-        fe = self.feature_extractor
-        if type(fe).__name__ != "WhisperFeatureExtractor":
-            out = fe(clips, sampling_rate=self.sampling_rate, padding=True, return_attention_mask=True,
-                     return_tensors="np")
-            return {"input_values": out["input_values"].astype(np.float32), "attention_mask": out["attention_mask"]}
-        # one clip at a time: no padding to 30 s, so each clip's log-mel is exactly what it is alone
-        feats = [fe(c, sampling_rate=self.sampling_rate, padding="longest", truncation=False,
-                    return_tensors="np")["input_features"][0] for c in clips]
-        frames = max(f.shape[-1] for f in feats)
-        frames += frames % 2
-        batch = np.zeros((len(feats), feats[0].shape[0], frames), dtype=np.float32)
-        mask = np.zeros((len(feats), frames), dtype=np.int64)
-        for i, f in enumerate(feats):
-            batch[i, :, : f.shape[-1]] = f
-            mask[i, : f.shape[-1]] = 1
-        return {"input_features": batch, "attention_mask": mask}
+    def features(self, clips: list[np.ndarray], device="cpu") -> dict[str, torch.Tensor]:
+        """Model inputs for prepared 16 kHz clips: {feature_key: batch, "attention_mask": mask} (torch, `device`).
+
+        Clips longer than `max_audio_seconds` must be windowed first (`split_windows`; `__call__` does it)."""
+        if self.uses_log_mel:
+            return whisper_log_mel(self.feature_extractor, clips, device)
+        out = self.feature_extractor(clips, sampling_rate=self.sampling_rate, padding=True,
+                                     return_attention_mask=True, return_tensors="pt")
+        return {"input_values": out["input_values"].float().to(device),
+                "attention_mask": out["attention_mask"].long().to(device)}
+
+    def audio_inputs(self, audio, sampling_rate=None, max_audio_seconds=None, device="cpu") -> dict:
+        """Audio -> model inputs; long clips become overlapping windows of at most `self.max_audio_seconds` s and
+        the output gains `window_to_clip` ((n_windows,) long: the clip of each row) for the model to pool."""
+        clips = self.prepare_audio(audio, sampling_rate, max_audio_seconds)
+        window = int(self.max_audio_seconds * self.sampling_rate)
+        if all(len(c) <= window for c in clips):
+            return self.features(clips, device)
+        overlap = int(min(WINDOW_OVERLAP_SECONDS, self.max_audio_seconds / 3) * self.sampling_rate)
+        windows, owner = split_windows(clips, window, overlap)
+        return {**self.features(windows, device), "window_to_clip": torch.tensor(owner, device=device)}
 
     # ------------------------------------------------------------------ text
-    def prefix(self, texts: list[str], text_kind: str | None) -> list[str]:
-        if text_kind not in TEXT_KINDS:
-            raise ValueError(f"text_kind must be one of {TEXT_KINDS}, got {text_kind!r}")
-        lead = {"query": self.query_prefix, "passage": self.passage_prefix, None: ""}[text_kind]
+    def resolve_text_kind(self, text_kind=_UNSET, prompt_name=None) -> str | None:
+        """"query" / "passage" / None from `text_kind`, or sentence-transformers' `prompt_name` / mteb's
+        `prompt_type` ("query", "document" = "passage"); neither given: "passage", with a one-time log line.
+
+        Raises:
+            ValueError: an unknown kind, or `text_kind` and `prompt_name` that disagree.
+        """
+        given = ([] if text_kind is _UNSET else [text_kind]) + ([] if prompt_name is None else [prompt_name])
+        kinds = []
+        for k in given:
+            k = getattr(k, "value", k)  # mteb's PromptType enum
+            k = TEXT_KIND_ALIASES.get(k, k) if isinstance(k, str) else k
+            if k not in TEXT_KINDS:
+                raise ValueError(f"text_kind / prompt_name must be 'query', 'passage' (or 'document') or None, "
+                                 f"got {k!r}")
+            kinds.append(k)
+        if len(set(kinds)) > 1:
+            raise ValueError(f"text_kind={text_kind!r} and prompt_name={prompt_name!r} disagree: pass one of them")
+        if kinds:
+            return kinds[0]
+        logger.warning_once("text_kind not given: text is embedded as passages ('passage: ' prefix). For search "
+                            "queries pass text_kind='query' (or prompt_name='query').")
+        return "passage"
+
+    def prefix(self, texts: list[str], text_kind=_UNSET) -> list[str]:
+        """Prepend the prefix of `text_kind` ("query", "passage"/"document" or None) to each text."""
+        kind = self.resolve_text_kind(text_kind)
+        lead = {"query": self.query_prefix, "passage": self.passage_prefix, None: ""}[kind]
         return [lead + t for t in texts]
 
-    def __call__(self, audio=None, text=None, sampling_rate: int | None = None, text_kind: str | None = "passage",
-                 return_tensors: str | None = "pt", max_length: int = 512, **kwargs) -> BatchFeature:
-        """Featurise `audio` and/or tokenise `text`.
+    def text_inputs(self, text, text_kind=_UNSET, max_length=None) -> dict[str, torch.Tensor]:
+        """Checked, prefixed, tokenised text: {"input_ids", "attention_mask"} (B, L) long tensors."""
+        texts = check_texts(text)
+        prefixed = self.prefix(texts, text_kind)
+        lead = len(prefixed[0]) - len(texts[0])
+        floor = len(self.tokenizer(prefixed[0][:lead])["input_ids"]) + 1
+        ceiling = int(getattr(self.tokenizer, "model_max_length", 512) or 512)
+        ceiling = ceiling if ceiling < 1_000_000 else 512
+        if max_length is None:
+            max_length = ceiling
+        if isinstance(max_length, (bool, np.bool_)) or not isinstance(max_length, (numbers.Integral, np.integer)) \
+                or not floor <= int(max_length) <= ceiling:
+            raise ValueError(f"max_length={max_length!r} is not valid: use an int in {floor}..{ceiling} (tokens, "
+                             "including the prefix and special tokens), or None for the longest")
+        tok = self.tokenizer(prefixed, padding=True, truncation=True, max_length=int(max_length), return_tensors="pt")
+        return {"input_ids": tok["input_ids"], "attention_mask": tok["attention_mask"]}
 
-        Returns `input_features`/`input_values` + `attention_mask` for audio alone, `input_ids` + `attention_mask`
-        for text alone, and with both: the speech mask as `speech_attention_mask`.
+    # ------------------------------------------------------------------ both
+    def __call__(self, audio=None, text=None, sampling_rate=None, text_kind=_UNSET, return_tensors="pt",
+                 max_length=None, prompt_name=None, max_audio_seconds=None, **kwargs) -> BatchFeature:
+        """Featurise `audio` and/or tokenise `text` (input rules: README and the module docstring).
+
+        Args:
+            audio: one clip or a batch (see `decode_audio` for the kinds). Any length: clips over
+                `self.max_audio_seconds` (30 s) become overlapping windows (`window_to_clip` in the output).
+            text: a str or a list of str.
+            sampling_rate: the rate of array audio in Hz (containers carry their own).
+            text_kind / prompt_name: "query" or "passage"/"document" (the prefix); None = no prefix. When neither
+                is given, text is a passage (logged once): pass "query" for search queries.
+            max_length: longest tokenised text (default: the tokenizer's limit).
+            max_audio_seconds: refuse clips longer than this (ValueError) instead of windowing them.
+            return_tensors: "pt" (default), "np" or None.
+
+        Returns:
+            `BatchFeature` with `input_features` (Whisper, (B, n_mels, T)) or `input_values` ((B, samples)) and
+            `attention_mask` for audio alone; `input_ids` + `attention_mask` for text alone; with both, the speech
+            mask is `speech_attention_mask`. Every model method routes these keys.
+
+        Raises:
+            TypeError / ValueError naming the argument and the fix (see `decode_audio`, `check_texts`).
         """
+        ignored = set(kwargs) - {"padding", "truncation", "return_attention_mask", "prompt_type"}
+        if ignored:
+            raise TypeError(f"WolofMRLProcessor got unexpected keyword argument(s) {sorted(ignored)}")
         if audio is None and text is None:
             raise ValueError("pass audio=..., text=... or both")
+        if return_tensors not in ("pt", "np", None):
+            raise ValueError(f"return_tensors must be 'pt', 'np' or None, got {return_tensors!r}")
         data = {}
         if audio is not None:
-            data.update(self._features(self.prepare_audio(audio, sampling_rate)))
+            data.update(self.audio_inputs(audio, sampling_rate, max_audio_seconds))
         if text is not None:
-            texts = [text] if isinstance(text, str) else list(text)
-            if not texts or any(not isinstance(t, str) for t in texts):
-                raise ValueError("text must be a string or a non-empty list of strings")
-            tok = self.tokenizer(self.prefix(texts, text_kind), padding=True, truncation=True, max_length=max_length,
-                                 return_tensors="np")
+            if prompt_name is None:
+                prompt_name = kwargs.get("prompt_type")
+            tok = self.text_inputs(text, self.resolve_text_kind(text_kind, prompt_name), max_length)
             if audio is not None:
                 data["speech_attention_mask"] = data.pop("attention_mask")
-            data["input_ids"] = tok["input_ids"]
-            data["attention_mask"] = tok["attention_mask"]
+            data.update(tok)
+        if return_tensors != "pt":
+            data = {k: v.cpu().numpy() for k, v in data.items()}
         return BatchFeature(data, tensor_type=return_tensors)
 
     @property
     def model_input_names(self):
-        return ["input_features", "input_values", "speech_attention_mask", "input_ids", "attention_mask"]
+        return ["input_features", "input_values", "speech_attention_mask", "input_ids", "attention_mask",
+                "window_to_clip"]
 
 
-__all__ = ["WolofMRLProcessor", "decode_audio", "load_audio", "resample"]
+
+def check_texts(text) -> list[str]:
+    """`text` as a non-empty list of valid Unicode strings; TypeError/ValueError naming `text` otherwise."""
+    texts = [text] if isinstance(text, str) else text
+    if not isinstance(texts, (list, tuple)):
+        raise TypeError(f"text must be a str or a list of str, got {type(text).__name__} {text!r:.60}")
+    if not texts:
+        raise ValueError("text must be a string or a non-empty list of strings")
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise TypeError(f"text[{i}] is {type(t).__name__} {t!r:.60}: text must be a str or a list of str")
+        try:
+            t.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise ValueError(f"text[{i}] is not valid Unicode ({err.reason} at position {err.start}): decode your "
+                             "text with errors='replace' or drop the character") from None
+    return list(texts)
+
+
+def check_processor_folder(folder: str) -> None:
+    """Raise an OSError/ValueError naming the file and the fix if a local processor folder is incomplete."""
+    fix = "re-save the folder with processor.save_pretrained(...) or rebuild it (python -m wolofmrl.build)"
+    vocab = ("tokenizer.json", "sentencepiece.bpe.model", "spiece.model", "tokenizer.model", "vocab.txt", "vocab.json")
+    if not any(os.path.isfile(os.path.join(folder, name)) for name in vocab):
+        raise OSError(f"tokenizer.json is missing from {folder}: without it the tokenizer would fall back to a "
+                      f"5-token vocabulary (every word <unk>); {fix}")
+    if not os.path.isfile(os.path.join(folder, "tokenizer_config.json")):
+        raise OSError(f"tokenizer_config.json is missing from {folder}: the tokenizer class and special tokens "
+                      f"cannot be known without it; {fix}")
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".json"):
+            try:
+                with open(os.path.join(folder, name), encoding="utf-8") as f:
+                    content = json.load(f)
+            except (ValueError, UnicodeDecodeError) as err:
+                raise ValueError(f"{name} in {folder} is not valid JSON ({err}): the file is truncated or damaged; "
+                                 f"{fix}") from err
+            if name == "config.json" and isinstance(content, dict) and "AutoModel" not in content.get("auto_map", {}):
+                logger.warning(f"config.json in {folder} has no auto_map: AutoModel.from_pretrained(..., "
+                               "trust_remote_code=True) will not find WolofMRLModel (transformers then says it does "
+                               'not recognise model type "wolofmrl"). Fix: add "auto_map": {"AutoConfig": '
+                               '"configuration_wolofmrl.WolofMRLConfig", "AutoModel": '
+                               f'"modeling_wolofmrl.WolofMRLModel"}} to config.json, or {fix}')
+
+
+__all__ = ["WolofMRLProcessor", "decode_audio", "load_audio", "resample", "whisper_log_mel", "pad_features",
+           "split_windows", "samples_to_mono", "samples_to_float", "check_sampling_rate", "check_texts",
+           "check_processor_folder", "SAMPLING_RATE"]

@@ -28,9 +28,9 @@ import contextlib
 import os
 from collections.abc import Sequence
 
-import numpy as np
 import torch
-import torch.nn.functional as F
+
+from processing_wolofmrl import whisper_log_mel
 
 __all__ = ["encode_speech", "encode_text", "prepare_model", "attention_implementations", "clip_seconds",
            "whisper_features", "length_batches"]
@@ -143,54 +143,8 @@ def _progress(total: int, unit: str, enabled: bool, desc: str):
 
 
 # --------------------------------------------------------------------------- Whisper features on the device
-_MEL_CACHE: dict = {}
-
-
-def whisper_features(feature_extractor, clips: list[np.ndarray], device: str | torch.device = "cpu"):
-    """Whisper log-mel of 16 kHz mono clips, batched on `device`, each clip at its own length.
-
-    Returns {"input_features": (B, n_mels, T) float32, "attention_mask": (B, T) long} with T = longest clip's
-    frames rounded up to even, as `WolofMRLProcessor` gives, but computed in one batched STFT.
-    """
-    device = torch.device(device)
-    n_fft, hop = int(feature_extractor.n_fft), int(feature_extractor.hop_length)
-    filters = np.asarray(feature_extractor.mel_filters)
-    key = (n_fft, filters.shape, float(filters.sum()), str(device))  # by content: extractors alike share an entry
-    if key not in _MEL_CACHE:
-        if len(_MEL_CACHE) > 4:
-            _MEL_CACHE.clear()
-        _MEL_CACHE[key] = (torch.hann_window(n_fft, device=device),
-                           torch.from_numpy(filters).to(device, torch.float32))
-    window, mel_filters = _MEL_CACHE[key]
-    half = n_fft // 2
-    frames = [len(c) // hop for c in clips]  # a clip alone: 1 + len // hop STFT frames, the last one dropped
-    # reflect-pad each clip on its own (what center=True does to a lone clip), then zero-pad to a common length.
-    width = max(len(c) for c in clips) + 2 * half
-    if device.type == "cpu":  # numpy's reflect pad is far faster than torch's on CPU
-        waves = torch.zeros(len(clips), width)
-        for i, clip in enumerate(clips):
-            waves[i, : len(clip) + 2 * half] = torch.from_numpy(
-                np.pad(np.asarray(clip, dtype=np.float32), half, mode="reflect" if len(clip) > half else "constant"))
-    else:  # clips travel one by one, unpadded: no padded copy of the batch is made on the host
-        waves = torch.zeros(len(clips), width, device=device)
-        for i, clip in enumerate(clips):
-            wave = torch.as_tensor(np.ascontiguousarray(clip, dtype=np.float32)).to(device, non_blocking=True)
-            mode = "reflect" if len(clip) > half else "constant"
-            waves[i, : len(clip) + 2 * half] = F.pad(wave[None, None], (half, half), mode=mode)[0, 0]
-    stft = torch.stft(waves, n_fft, hop, window=window, center=False, return_complex=True)  # (B, n_fft/2+1, F)
-    longest = max(frames)
-    parts = torch.view_as_real(stft[..., :longest])
-    power = parts[..., 0].square() + parts[..., 1].square()  # |z|^2 without the sqrt of abs(): ~2x faster on CPU
-    log_spec = (mel_filters.T @ power).clamp_(min=1e-10).log10_()  # (B, n_mels, T)
-    mask = torch.arange(longest, device=device)[None] < torch.tensor(frames, device=device)[:, None]  # (B, T)
-    peak = log_spec.masked_fill(~mask[:, None, :], float("-inf")).amax(dim=(1, 2), keepdim=True)
-    log_spec = (torch.maximum(log_spec, peak - 8.0) + 4.0) / 4.0
-    log_spec = log_spec * mask[:, None, :]
-    mask = mask.long()
-    if longest % 2:  # even frame count, as the processor pads
-        log_spec = F.pad(log_spec, (0, 1))
-        mask = F.pad(mask, (0, 1))
-    return {"input_features": log_spec, "attention_mask": mask}
+# The one Whisper feature path lives with the processor (batched STFT on any device, own-length, even frame count).
+whisper_features = whisper_log_mel
 
 
 def _is_whisper_fe(processor) -> bool:

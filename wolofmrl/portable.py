@@ -235,6 +235,8 @@ def pack_corpus(corpus: str | Path, out: str | Path, compression_level: float = 
     import pyarrow.parquet as pq
     import soundfile as sf
 
+    from processing_wolofmrl import decode_audio
+
     corpus, out = Path(corpus), Path(out)
     stats = {"rows": 0, "audio_s": 0.0}
     for shard in split_shards(corpus):
@@ -242,7 +244,7 @@ def pack_corpus(corpus: str | Path, out: str | Path, compression_level: float = 
         if "audio" in table.column_names:
             audio = []
             for cell in table.column("audio").to_pylist():
-                wave, rate = sf.read(io.BytesIO(cell["bytes"]), dtype="float32")
+                wave, rate = decode_audio(cell["bytes"], name=f"{shard.name} audio")
                 buf = io.BytesIO()
                 sf.write(buf, wave, rate, format="OGG", subtype="OPUS", compression_level=compression_level)
                 audio.append({"bytes": buf.getvalue(), "path": (cell.get("path") or "clip").rsplit(".", 1)[0]

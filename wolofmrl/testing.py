@@ -20,7 +20,7 @@ if str(ROOT) not in sys.path:
 
 from configuration_wolofmrl import WolofMRLConfig  # noqa: E402
 from modeling_wolofmrl import WolofMRLModel  # noqa: E402
-from processing_wolofmrl import WolofMRLProcessor  # noqa: E402
+from processing_wolofmrl import WolofMRLProcessor, load_audio  # noqa: E402
 
 
 @functools.lru_cache(maxsize=1)
@@ -115,18 +115,12 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 def espeak_wave(text: str, voice: str = "fr", speed: int = 150, rate: int = 16000):
     """Speech synthesised by espeak-ng (Debian package `espeak-ng`), resampled to `rate`: float32 mono."""
-    import io
     import shutil
     import subprocess
-
-    import soundfile as sf
 
     exe = shutil.which("espeak-ng")
     if exe is None:
         raise RuntimeError("espeak-ng is not installed: apt-get install espeak-ng (or `make setup`)")
     wav = subprocess.run([exe, "-v", voice, "-s", str(speed), "--stdout", text], check=True,
                          capture_output=True).stdout
-    wave, sr = sf.read(io.BytesIO(wav), dtype="float32")
-    from processing_wolofmrl import resample
-
-    return resample(wave, sr, rate)
+    return load_audio(wav, target_sampling_rate=rate)
