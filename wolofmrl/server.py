@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from fastapi import Request  # module level: the endpoints' annotations are strings resolved here
 
 __all__ = ["Limits", "create_app", "serve", "APIError"]
 
@@ -71,7 +72,7 @@ class BodyLimit:
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.limit:
-            return await self._reject(send)
+            return await self._reject(receive, send)
         chunks, seen = [], 0  # read the whole body first (bounded by the limit), then replay it to the app
         while True:
             message = await receive()
@@ -80,14 +81,19 @@ class BodyLimit:
             chunks.append(message.get("body", b""))
             seen += len(chunks[-1])
             if seen > self.limit:
-                return await self._reject(send)
+                return await self._reject(receive, send, message)
             if not message.get("more_body", False):
                 break
         await self.app(scope, _replay([{"type": "http.request", "body": b"".join(chunks), "more_body": False}],
                                       receive), send)
 
-    async def _reject(self, send):
+    async def _reject(self, receive, send, last: dict | None = None):
+        """Drain (and drop) the rest of the body, so the client reads the 413 instead of a broken pipe."""
         import json
+
+        message = last or {"more_body": True}
+        while message.get("more_body", False) and message.get("type", "http.request") == "http.request":
+            message = await receive()
 
         body = json.dumps(_error_body(f"request body is over the server's limit of {self.limit} bytes: send fewer "
                                       "or shorter inputs", None, 413)).encode()
@@ -256,7 +262,7 @@ def _search(engine: Engine, texts, waves, k, shortlist) -> dict:
 def create_app(model_path=None, index=None, device=None, dtype="auto", limits: Limits | None = None,
                batch_size: int = 32, engine: Engine | None = None):
     """The FastAPI app (load the model, or reuse `engine`). Raises what loading raises (bad folder or index)."""
-    from fastapi import FastAPI, Request
+    from fastapi import FastAPI
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
     from starlette.exceptions import HTTPException
