@@ -144,19 +144,27 @@ def write_model_card(folder: str | Path, build_args: dict | None = None, config=
 
 
 def push_folder(folder: str | Path, repo_id: str, private: bool = True, token: str | None = None,
-                commit_message: str = "Upload WolofMRL model") -> str:
+                commit_message: str = "Upload WolofMRL model", api=None) -> str:
     """Upload a built folder (model, processor, remote code, sentence-transformers files, card) to the Hub.
 
-    Returns the commit URL. Raises what `huggingface_hub` raises (no Hub reachable: a connection error; no token:
-    an authentication error). Needs no hub to test: see tests/test_card.py.
+    Prefer this to `model.push_to_hub` + `processor.push_to_hub`, which upload a loadable repo too but replace the
+    card by transformers' generic one and leave out the sentence-transformers files. Returns the commit URL. Raises
+    what `huggingface_hub` raises (no Hub reachable: a connection error; no token: an authentication error).
+    `api`: an `HfApi` (default: a new one with `token`); tests/test_card.py passes one that writes to a folder.
     """
-    from huggingface_hub import HfApi
+    from huggingface_hub import CommitOperationAdd, HfApi
 
     folder = Path(folder)
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"{folder} is not a built model folder (no config.json): run wolofmrl.build first")
-    api = HfApi(token=token)
+    api = api or HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-    info = api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model",
-                             commit_message=commit_message)
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    card = folder / "README.md"
+    if card.is_file():
+        api._validate_yaml(card.read_text(), repo_type="model")  # the Hub's own metadata check, before any upload
+    operations = [CommitOperationAdd(path_in_repo=p.relative_to(folder).as_posix(), path_or_fileobj=str(p))
+                  for p in files]
+    info = api.create_commit(repo_id=repo_id, operations=operations, commit_message=commit_message,
+                             repo_type="model")
     return str(getattr(info, "commit_url", info))
