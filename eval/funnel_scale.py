@@ -30,9 +30,9 @@ sys.path[:0] = [str(EVAL), str(EVAL.parent)]
 from bench import overlap_at, read_mo_pairs, recall_at, synthetic_like  # noqa: E402
 from wolofmrl.retrieval import FunnelIndex, exact_search, prefix_normalize  # noqa: E402
 
-GRID = {"flat": [(32, 200), (32, 400), (64, 100), (64, 200)],
-        "ivf": [(32, 200), (64, 100), (64, 200)],
-        "hnsw": [(32, 200), (64, 100), (64, 200)]}
+GRID = {"flat": [(32, 200), (32, 400), (64, 200), (128, 500)],
+        "ivf": [(64, 200), (64, 1000), (128, 1000), (128, 2000)],
+        "hnsw": [(64, 200), (64, 1000), (128, 1000), (128, 2000)]}
 
 
 def real_embeddings(model_path: str, spoken: int, cache: Path) -> dict:
@@ -115,6 +115,29 @@ def scale_rows(corpus: np.ndarray, queries: np.ndarray, gold: np.ndarray, n_text
     return rows
 
 
+def end_to_end_ms(model_path: str, audio: str, corpus: np.ndarray, d: int, k_short: int, threads: int) -> dict:
+    """Audio file -> top 10 (decode, embed on the CPU, funnel search over `corpus`), median of 5, `threads` threads."""
+    import torch
+
+    from wolofmrl.cli.store import embed_audio, load_model
+
+    torch.set_num_threads(threads)
+    model, processor, _ = load_model(model_path, "cpu", "float32")
+    index = FunnelIndex(corpus.shape[1], d, "flat")
+    index.add(corpus)
+    times = {"embed": [], "search": []}
+    for _ in range(6):
+        t = time.perf_counter()
+        q = embed_audio(model, processor, [audio])
+        times["embed"].append(time.perf_counter() - t)
+        t = time.perf_counter()
+        index.search(q, 10, k_short)
+        times["search"].append(time.perf_counter() - t)
+    med = {key: round(1000 * float(np.median(v[1:])), 1) for key, v in times.items()}
+    return {"audio": audio, "N": len(corpus), "d": d, "K": k_short, "threads": threads, "embed_ms": med["embed"],
+            "search_ms": med["search"], "total_ms": round(med["embed"] + med["search"], 1)}
+
+
 def markdown(rows: list[dict], meta: dict) -> str:
     lines = [f"# Funnel search at scale ({meta['note']})", "",
              f"Real passages: {meta['n_real']} (French gettext strings); the rest of each corpus is SYNTHETIC "
@@ -144,6 +167,7 @@ def main(argv=None):
     p.add_argument("--nprobe", type=int, default=32)
     p.add_argument("--ef-search", type=int, default=256)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--e2e", default=None, help="an audio file: also time audio file -> top 10 on the CPU")
     p.add_argument("--out", default="results/funnel_scale")
     args = p.parse_args(argv)
     import faiss
@@ -170,6 +194,10 @@ def main(argv=None):
         rows += scale_rows(corpus_all[:n], queries, gold, meta["n_text"], args.kinds, args.nprobe, args.ef_search)
         (out / "funnel_scale.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
         (out / "funnel_scale.md").write_text(markdown(rows, meta))
+    if args.e2e:
+        meta["end_to_end"] = end_to_end_ms(args.model, args.e2e, corpus_all[:max(args.sizes)], 64, 200, args.threads)
+        (out / "funnel_scale.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+        print(json.dumps(meta["end_to_end"]))
     print(markdown(rows, meta))
 
 
