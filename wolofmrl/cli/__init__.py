@@ -1,7 +1,7 @@
 """The `wolofmrl` command: index French documents, search them by voice, embed, serve.
 
     wolofmrl index DOCS --out INDEX [--model M] [--dim 64] [--kind flat|ivf|hnsw] [--add]
-    wolofmrl search INDEX question.wav [more.wav ...] [--k 10] [--shortlist 100] [--json]
+    wolofmrl search INDEX question.wav [more.wav ...] [--k 10] [--shortlist 200] [--json]
     wolofmrl search INDEX --text "Lan mooy ..." [--json]
     wolofmrl embed --audio a.wav b.ogg --out q.npy          (or --text ... / --text-file lines.txt, .parquet out)
     wolofmrl serve --index INDEX [--host 127.0.0.1] [--port 8000]
@@ -54,7 +54,7 @@ def parser() -> argparse.ArgumentParser:
     se.add_argument("queries", nargs="*", help="audio files (any length, WAV/FLAC/OGG/MP3, any rate)")
     se.add_argument("--text", action="append", default=[], help="a written query (repeatable); gets 'query: '")
     se.add_argument("--k", type=int, default=10, help="results per query")
-    se.add_argument("--shortlist", type=int, default=100, help="candidates re-ranked at full width")
+    se.add_argument("--shortlist", type=int, default=200, help="candidates re-ranked at full width (default 200)")
     se.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _common(se, model=False)
     se.add_argument("--model", default=None, help="model folder (default: the one that built the INDEX)")
