@@ -13,7 +13,7 @@ Endpoints
   "embedding", "index", "embedding"}], "model", "usage"}`; base64 = little-endian float32 bytes.
 - `POST /v1/embeddings/audio` (extension): multipart upload, fields `file` (one or more), `dimensions`,
   `encoding_format`, `model`; same response.
-- `POST /v1/search` (needs `--index`): {"query": str | audio item, "k": 10, "shortlist": 100} or a multipart
+- `POST /v1/search` (needs `--index`): {"query": str | audio item, "k": 10, "shortlist": 500} or a multipart
   upload (`file`, `k`, `shortlist`) at `/v1/search/audio` -> {"object": "list", "data": [hits], "model"}; hits as
   `wolofmrl search --json` prints them.
 
@@ -353,7 +353,7 @@ def create_app(model_path=None, index=None, device=None, dtype="auto", limits: L
             texts, waves = [], [(0, await run_in_threadpool(engine.decode_audio_item, query, "query"))]
         else:
             raise APIError("query must be a non-empty string or an input_audio item", "query")
-        return await run_in_threadpool(_search, engine, texts, waves, body.get("k", 10), body.get("shortlist", 100))
+        return await run_in_threadpool(_search, engine, texts, waves, body.get("k", 10), body.get("shortlist", 500))
 
     @app.post("/v1/search/audio")
     async def search_audio(request: Request):
@@ -365,7 +365,7 @@ def create_app(model_path=None, index=None, device=None, dtype="auto", limits: L
             raise APIError("upload the spoken query as the multipart field 'file'", "file")
         wave = await run_in_threadpool(engine.decode_audio_item, await upload.read(), "file")
         return await run_in_threadpool(_search, engine, [], [(0, wave)], form.get("k", 10),
-                                       form.get("shortlist", 100))
+                                       form.get("shortlist", 500))
 
     async def _form(request: Request):
         if not request.headers.get("content-type", "").startswith("multipart/form-data"):

@@ -1,7 +1,7 @@
 """The `wolofmrl` command: index French documents, search them by voice, embed, serve.
 
-    wolofmrl index DOCS --out INDEX [--model M] [--dim 64] [--kind flat|ivf|hnsw] [--add]
-    wolofmrl search INDEX question.wav [more.wav ...] [--k 10] [--shortlist 200] [--json]
+    wolofmrl index DOCS --out INDEX [--model M] [--dim 128] [--kind flat|ivf|hnsw] [--add]
+    wolofmrl search INDEX question.wav [more.wav ...] [--k 10] [--shortlist 500] [--json]
     wolofmrl search INDEX --text "Lan mooy ..." [--json]
     wolofmrl embed --audio a.wav b.ogg --out q.npy          (or --text ... / --text-file lines.txt, .parquet out)
     wolofmrl serve --index INDEX [--host 127.0.0.1] [--port 8000]
@@ -40,8 +40,8 @@ def parser() -> argparse.ArgumentParser:
     ix.add_argument("docs", help="a folder (searched recursively) or one .txt/.md/.jsonl/.csv file")
     ix.add_argument("--out", required=True, help="INDEX folder to create (or extend with --add)")
     ix.add_argument("--add", action="store_true", help="add new files to an existing INDEX (already indexed skipped)")
-    ix.add_argument("--dim", type=int, default=64, help="shortlist width of the funnel (Matryoshka prefix); "
-                                                        "passages are always stored at full width (default 64)")
+    ix.add_argument("--dim", type=int, default=128, help="shortlist width of the funnel (Matryoshka prefix); "
+                                                         "passages are always stored at full width (default 128)")
     ix.add_argument("--kind", default="flat", choices=["flat", "ivf", "hnsw"], help="shortlist index (default flat)")
     ix.add_argument("--max-words", type=int, default=120, help="longest passage, in words (default 120)")
     ix.add_argument("--text-field", default="text", help=".jsonl key / .csv column holding the text")
@@ -54,7 +54,7 @@ def parser() -> argparse.ArgumentParser:
     se.add_argument("queries", nargs="*", help="audio files (any length, WAV/FLAC/OGG/MP3, any rate)")
     se.add_argument("--text", action="append", default=[], help="a written query (repeatable); gets 'query: '")
     se.add_argument("--k", type=int, default=10, help="results per query")
-    se.add_argument("--shortlist", type=int, default=200, help="candidates re-ranked at full width (default 200)")
+    se.add_argument("--shortlist", type=int, default=500, help="candidates re-ranked at full width (default 500)")
     se.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _common(se, model=False)
     se.add_argument("--model", default=None, help="model folder (default: the one that built the INDEX)")

@@ -148,7 +148,7 @@ def _new_files(files: list[Path], manifest: dict | None, stats: DropStats) -> li
 
 
 def index_documents(docs: str | Path, out: str | Path, model_path: str | Path | None = None, add: bool = False,
-                    coarse_dim: int = 64, kind: str = "flat", max_words: int = 120, text_field: str = "text",
+                    coarse_dim: int = 128, kind: str = "flat", max_words: int = 120, text_field: str = "text",
                     chunk: int = 2048, batch_size: int = 64, device: str | None = None, dtype: str = "auto",
                     progress: bool = True, log=print) -> dict:
     """Create (or with `add`, extend) the INDEX folder `out` from the documents under `docs`. Resumable: embeddings
