@@ -76,6 +76,8 @@ def test_card_without_results_or_delta_says_untrained(tiny_folder, tmp_path):
     folder, model, _ = tiny_folder
     card = ModelCard.load(write_model_card(folder, {**ARGS, "delta": None}, model.config, None, None))
     assert card.data.eval_results is None and "untrained" in card.text
+    card = ModelCard.load(write_model_card(folder, ARGS, model.config, tmp_path, None))  # a delta, no training.json
+    assert "untrained" not in card.text and "not recorded" in card.text
     with pytest.raises(FileNotFoundError, match="eval_results"):
         write_model_card(folder, ARGS, model.config, None, tmp_path / "none.yaml")
     (tmp_path / "bad.yaml").write_text("a: 1\n")

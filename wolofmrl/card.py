@@ -54,10 +54,12 @@ def card_metadata(build_args: dict, eval_results: str | Path | None = None):
 
 
 def _training_summary(delta_dir: Path | None) -> str:
-    info = delta_dir / "training.json" if delta_dir else None
-    if info is None or not info.is_file():
+    if delta_dir is None:
         return ("No trained delta: the speech adapter is **untrained** (random); the text side is the frozen "
                 "backbone. Do not use this folder for retrieval from speech.")
+    info = delta_dir / "training.json"
+    if not info.is_file():
+        return f"Trained delta `{delta_dir.name}` (its folder has no training.json: how it was trained is not recorded)."
     t = json.loads(info.read_text())
     perf = t.get("metrics", {}).get("perf", {})
     hours = f"{perf['train_seconds'] / 60:.1f} min" if "train_seconds" in perf else "unknown time"
@@ -65,6 +67,12 @@ def _training_summary(delta_dir: Path | None) -> str:
             f"{perf.get('device', 'unknown device')} ({hours}), data `{t.get('data')}`, started from "
             f"`{t.get('started_from') or t.get('config', {}).get('init_delta')}`. Only the trained parameters are "
             f"stored (`weights/<name>/delta.safetensors`); the frozen backbones come from their packages.")
+
+
+_ARCH = {"fusion": "Speech (Whisper encoder frames + a small trained adapter) is fused into the frozen text model "
+                   "(multilingual-e5), which embeds it like a query.",
+         "dual": "A dual encoder: speech (Whisper encoder + a trained pooling projection) is mapped into the frozen "
+                 "text model's (multilingual-e5) embedding space."}
 
 
 def card_text(build_args: dict, config, delta_dir: Path | None, eval_results: str | Path | None = None) -> str:
@@ -77,8 +85,8 @@ def card_text(build_args: dict, config, delta_dir: Path | None, eval_results: st
 # WolofMRL ({config.strategy})
 
 A spoken **Wolof** question finds the **French** text that answers it, with no speech recognition and no
-translation in between. Speech (Whisper encoder + a small trained adapter) is fused into a frozen multilingual-e5
-text model; text and speech share one Matryoshka embedding space (dims {dims}; any width 1..{config.embedding_dim}).
+translation in between. {_ARCH.get(config.strategy, "")} Text and speech share one Matryoshka embedding space (dims {dims};
+any width 1..{config.embedding_dim}).
 
 ## Use
 
