@@ -69,7 +69,7 @@ def test_card_metadata_and_text(tiny_folder):
     committed = yaml.safe_load(RESULTS.read_text())["model-index"][0]["results"]
     assert len(data.eval_results) == sum(len(r["metrics"]) for r in committed)
     assert data.eval_results[0].metric_value == committed[0]["metrics"][0]["value"]
-    assert "synthetic" in card.text.lower() and "Intended use" in card.text and "800 steps" in card.text
+    assert "synthetic" in card.text.lower() and "Intended use" in card.text and "steps on" in card.text
 
 
 def test_card_without_results_or_delta_says_untrained(tiny_folder, tmp_path):

@@ -180,10 +180,12 @@ FOLDER_CODE = ("configuration_wolofmrl.py", "modeling_wolofmrl.py", "processing_
                "wolofmrl/card.py")
 
 
-def default_eval_results(strategy: str, delta) -> Path | None:
-    """The committed eval/run.py model-index of the committed delta (docs/results/<strategy>_model-index.yaml)."""
-    path = ROOT / "docs" / "results" / f"{strategy}_model-index.yaml"
-    return path if delta == default_delta(strategy) and delta and path.is_file() else None
+def default_eval_results(delta) -> Path | None:
+    """The eval/run.py `model-index.yaml` kept beside a delta (weights/<name>/model-index.yaml), if there is one:
+    results travel with the weights they measured, so a retrained delta never shows an older delta's scores."""
+    delta_dir, _ = load_delta_dir(delta)
+    path = delta_dir / "model-index.yaml" if delta_dir is not None else None
+    return path if path is not None and path.is_file() else None
 
 
 def write_folder_extras(out: Path, model: WolofMRLModel, args: dict, eval_results=None) -> None:
@@ -217,12 +219,12 @@ def build_key(**parts) -> str:
 def build(out: str | Path, force: bool = False, eval_results: str | Path | None = "auto", **kwargs) -> Path:
     """Build (or reuse, when its inputs are unchanged) a model folder at `out`.
 
-    eval_results: an eval/run.py model-index.yaml for the model card, None, or "auto" (the committed one when the
-    folder uses the committed delta).
+    eval_results: an eval/run.py model-index.yaml for the model card, None, or "auto" (the delta folder's own
+    model-index.yaml, if it has one).
     """
     out = Path(out)
     if eval_results == "auto":
-        eval_results = default_eval_results(kwargs.get("strategy", "fusion"), kwargs.get("delta"))
+        eval_results = default_eval_results(kwargs.get("delta"))
     key = build_key(eval_results=str(eval_results), **kwargs)
     marker = out / MARKER
     if not force and marker.is_file() and json.loads(marker.read_text()).get("key") == key:
@@ -251,15 +253,15 @@ def main(argv: list[str] | None = None):
                    help="'auto' (the committed weights/wolofmrl-<strategy> if present), 'none', a name or a folder")
     p.add_argument("--hub", action="store_true", help="take the original backbones from the Hugging Face Hub")
     p.add_argument("--eval-results", default="auto",
-                   help="eval/run.py model-index.yaml for the model card; 'auto' (the committed one for the "
-                        "committed delta) or 'none'")
+                   help="eval/run.py model-index.yaml for the model card; 'auto' (the delta folder's own "
+                        "model-index.yaml, if any) or 'none'")
     p.add_argument("--force", action="store_true")
     args = p.parse_args(argv)
     delta = default_delta(args.strategy) if args.delta == "auto" else args.delta
     start = time.time()
     eval_results = None if args.eval_results == "none" else args.eval_results
-    out = build(args.out, force=args.force, eval_results=eval_results, speech=args.speech, text=args.text, strategy=args.strategy,
-                delta=delta, hub=args.hub)
+    out = build(args.out, force=args.force, eval_results=eval_results, speech=args.speech, text=args.text,
+                strategy=args.strategy, delta=delta, hub=args.hub)
     size = sum(f.stat().st_size for f in out.iterdir()) / 2**20
     print(f"built {out} ({size:.0f} MiB, delta: {delta or 'none (untrained adapter)'}) in {time.time() - start:.1f} s")
 

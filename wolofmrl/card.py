@@ -1,7 +1,7 @@
 """Model card (the folder's README.md with the Hub's YAML metadata) and Hub upload of a built folder.
 
     from wolofmrl.card import write_model_card, push_folder
-    write_model_card("checkpoints/wolofmrl-base", eval_results="docs/results/fusion_model-index.yaml")
+    write_model_card("checkpoints/wolofmrl-base", eval_results="results/eval/model-index.yaml")
     push_folder("checkpoints/wolofmrl-base", "me/wolofmrl-base")     # needs a reachable Hub and a token
 
 The card is written by `wolofmrl.build` into every built folder. Its metadata: license, `language: [wo, fr]`,
@@ -59,14 +59,16 @@ def _training_summary(delta_dir: Path | None) -> str:
                 "backbone. Do not use this folder for retrieval from speech.")
     info = delta_dir / "training.json"
     if not info.is_file():
-        return f"Trained delta `{delta_dir.name}` (its folder has no training.json: how it was trained is not recorded)."
+        return (f"Trained delta `{delta_dir.name}` (its folder has no training.json: how it was trained is not "
+                "recorded).")
     t = json.loads(info.read_text())
     perf = t.get("metrics", {}).get("perf", {})
-    hours = f"{perf['train_seconds'] / 60:.1f} min" if "train_seconds" in perf else "unknown time"
-    return (f"Stage `{t.get('stage')}`: {t.get('steps')} steps on {perf.get('processes', '?')} × "
-            f"{perf.get('device', 'unknown device')} ({hours}), data `{t.get('data')}`, started from "
-            f"`{t.get('started_from') or t.get('config', {}).get('init_delta')}`. Only the trained parameters are "
-            f"stored (`weights/<name>/delta.safetensors`); the frozen backbones come from their packages.")
+    minutes = f"{perf['train_seconds'] / 60:.1f} min" if "train_seconds" in perf else "unknown time"
+    base = (delta_dir / "BASE").read_text().strip() if (delta_dir / "BASE").is_file() else None
+    return (f"Delta `{delta_dir.name}`, stage `{t.get('stage')}`: {t.get('steps')} steps on "
+            f"{perf.get('processes', '?')} × {perf.get('device', 'unknown device')} ({minutes})"
+            + (f", on top of delta `{base}`" if base else "") + ". Only the trained parameters are stored "
+            "(`weights/<name>/delta.safetensors`); the frozen backbones come from their packages.")
 
 
 _ARCH = {"fusion": "Speech (Whisper encoder frames + a small trained adapter) is fused into the frozen text model "
@@ -85,8 +87,8 @@ def card_text(build_args: dict, config, delta_dir: Path | None, eval_results: st
 # WolofMRL ({config.strategy})
 
 A spoken **Wolof** question finds the **French** text that answers it, with no speech recognition and no
-translation in between. {_ARCH.get(config.strategy, "")} Text and speech share one Matryoshka embedding space (dims {dims};
-any width 1..{config.embedding_dim}).
+translation in between. {_ARCH.get(config.strategy, "")}
+Text and speech share one Matryoshka embedding space (dims {dims}; any width 1..{config.embedding_dim}).
 
 ## Use
 

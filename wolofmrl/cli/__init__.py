@@ -31,7 +31,8 @@ def _common(p: argparse.ArgumentParser, model: bool = True):
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="wolofmrl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="wolofmrl", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
 
     ix = sub.add_parser("index", help="split French documents into passages, embed them, write a FAISS index",
