@@ -4,7 +4,7 @@
 
 Corpus: REAL French passages (the gettext catalogs' French side: ~700 Wolof-paired strings + ~3,000 French UI
 sentences), embedded by the model at full width with the passage prefix, then PADDED to N with SYNTHETIC vectors
-(a Gaussian fitted to the real passages' embeddings, `eval/bench.py:synthetic_like`). Queries: the paired Wolof
+(a Gaussian fitted to the real passages' embeddings, `eval/bench_retrieval.py:synthetic_like`). Queries: the paired Wolof
 strings, written (query prefix) and spoken (SYNTHETIC espeak-ng Wolof speech of the first --spoken of them).
 
 For every N, index kind and (shortlist dim d, shortlist K): Recall@10 against full-dim exact search (the overlap of
@@ -27,7 +27,9 @@ import numpy as np
 EVAL = Path(__file__).resolve().parent
 sys.path[:0] = [str(EVAL), str(EVAL.parent)]
 
-from bench import overlap_at, read_mo_pairs, recall_at, synthetic_like  # noqa: E402
+from bench_inputs import read_mo_pairs  # noqa: E402
+from bench_retrieval import synthetic_like  # noqa: E402
+from metrics import mean_recall_at_k, overlap_at_k  # noqa: E402
 from wolofmrl.retrieval import FunnelIndex, exact_search, prefix_normalize  # noqa: E402
 
 GRID = {"flat": [(32, 200), (32, 400), (64, 200), (128, 500)],
@@ -76,6 +78,11 @@ def single_query_ms(search, queries: np.ndarray, n: int = 40) -> float:
     return round(1000 * float(np.median(times)), 3)
 
 
+def recall10(ranked: np.ndarray, gold: np.ndarray) -> float:
+    """Gold Recall@10: each query has one relevant passage (its paired French string)."""
+    return mean_recall_at_k(ranked, [int(g) for g in gold], 10)
+
+
 def scale_rows(corpus: np.ndarray, queries: np.ndarray, gold: np.ndarray, n_text: int, kinds, ivf_nprobe: int,
                ef_search: int) -> list[dict]:
     """All rows for one corpus size N (queries: text then speech, full width, normalised)."""
@@ -86,8 +93,8 @@ def scale_rows(corpus: np.ndarray, queries: np.ndarray, gold: np.ndarray, n_text
     flat = FunnelIndex(full, full, "flat")
     flat.add(corpus)
     rows = [{"N": n, "kind": "flat (exact)", "d": full, "K": 0, "overlap@10": 1.0,
-             "gold_R@10_text": recall_at(ref[:n_text], gold[:n_text]),
-             "gold_R@10_speech": recall_at(ref[n_text:], gold[n_text:]), "macs": n * full, "compute_ratio": 1.0,
+             "gold_R@10_text": recall10(ref[:n_text], gold[:n_text]),
+             "gold_R@10_speech": recall10(ref[n_text:], gold[n_text:]), "macs": n * full, "compute_ratio": 1.0,
              "ms_1_thread": single_query_ms(lambda q: flat.search(q, 10, 10), queries),
              "batch_ms_per_query": round(exact_ms, 3), "index_bytes": n * full * 4}]
     del flat
@@ -104,9 +111,9 @@ def scale_rows(corpus: np.ndarray, queries: np.ndarray, gold: np.ndarray, n_text
                 _, ids = index.search(queries, 10, k)
                 macs = index.macs_per_query(len(queries), k)
                 sizes = index.nbytes()
-                rows.append({"N": n, "kind": kind, "d": d, "K": k, "overlap@10": overlap_at(ids, ref),
-                             "gold_R@10_text": recall_at(ids[:n_text], gold[:n_text]),
-                             "gold_R@10_speech": recall_at(ids[n_text:], gold[n_text:]),
+                rows.append({"N": n, "kind": kind, "d": d, "K": k, "overlap@10": overlap_at_k(ids, ref),
+                             "gold_R@10_text": recall10(ids[:n_text], gold[:n_text]),
+                             "gold_R@10_speech": recall10(ids[n_text:], gold[n_text:]),
                              "macs": int(macs), "compute_ratio": round(n * full / macs, 1),
                              "ms_1_thread": single_query_ms(lambda q: index.search(q, 10, k), queries),
                              "index_bytes": sizes["coarse"] + sizes["full"], "build_s": round(build_s, 1)})
