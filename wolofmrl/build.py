@@ -176,10 +176,38 @@ def save(model: WolofMRLModel, processor: WolofMRLProcessor, out: str | Path):
         shutil.copy2(ROOT / name, out / name)  # all three, whatever save_pretrained chose to copy
 
 
+FOLDER_CODE = ("configuration_wolofmrl.py", "modeling_wolofmrl.py", "processing_wolofmrl.py", "wolofmrl/st.py",
+               "wolofmrl/card.py")
+
+
+def default_eval_results(delta) -> Path | None:
+    """The eval/run.py `model-index.yaml` kept beside a delta (weights/<name>/model-index.yaml), if there is one:
+    results travel with the weights they measured, so a retrained delta never shows an older delta's scores."""
+    delta_dir, _ = load_delta_dir(delta)
+    path = delta_dir / "model-index.yaml" if delta_dir is not None else None
+    return path if path is not None and path.is_file() else None
+
+
+def write_folder_extras(out: Path, model: WolofMRLModel, args: dict, eval_results=None) -> None:
+    """The model card (README.md) and the sentence-transformers files of a built folder."""
+    import sentence_transformers
+    import transformers
+
+    from wolofmrl.card import write_model_card
+    from wolofmrl.st import write_sentence_transformers_files
+
+    config = model.config
+    write_sentence_transformers_files(out, config.query_prefix, config.passage_prefix,
+                                      {"sentence_transformers": sentence_transformers.__version__,
+                                       "transformers": transformers.__version__})
+    delta_dir, _ = load_delta_dir(args.get("delta"))
+    write_model_card(out, args, config, delta_dir, eval_results)
+
+
 def build_key(**parts) -> str:
-    """Hash of what the folder is made of: the root code, the delta and the arguments."""
+    """Hash of what the folder is made of: the code copied or run into it, the delta and the arguments."""
     h = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode())
-    for name in ("configuration_wolofmrl.py", "modeling_wolofmrl.py", "processing_wolofmrl.py"):
+    for name in FOLDER_CODE:
         h.update((ROOT / name).read_bytes())
     delta_dir, _ = load_delta_dir(parts.get("delta"))
     for folder in delta_chain(delta_dir) if delta_dir is not None else []:
@@ -188,10 +216,16 @@ def build_key(**parts) -> str:
     return h.hexdigest()[:16]
 
 
-def build(out: str | Path, force: bool = False, **kwargs) -> Path:
-    """Build (or reuse, when its inputs are unchanged) a model folder at `out`."""
+def build(out: str | Path, force: bool = False, eval_results: str | Path | None = "auto", **kwargs) -> Path:
+    """Build (or reuse, when its inputs are unchanged) a model folder at `out`.
+
+    eval_results: an eval/run.py model-index.yaml for the model card, None, or "auto" (the delta folder's own
+    model-index.yaml, if it has one).
+    """
     out = Path(out)
-    key = build_key(**kwargs)
+    if eval_results == "auto":
+        eval_results = default_eval_results(kwargs.get("delta"))
+    key = build_key(eval_results=str(eval_results), **kwargs)
     marker = out / MARKER
     if not force and marker.is_file() and json.loads(marker.read_text()).get("key") == key:
         return out
@@ -200,6 +234,7 @@ def build(out: str | Path, force: bool = False, **kwargs) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=out.name + ".", dir=out.parent))
     save(model, processor, tmp)
+    write_folder_extras(tmp, model, kwargs, eval_results)
     (tmp / MARKER).write_text(json.dumps({"key": key, "args": kwargs, "seconds": round(time.time() - start, 1)},
                                          default=str, indent=1))
     if out.exists():
@@ -217,12 +252,16 @@ def main(argv: list[str] | None = None):
     p.add_argument("--delta", default="auto",
                    help="'auto' (the committed weights/wolofmrl-<strategy> if present), 'none', a name or a folder")
     p.add_argument("--hub", action="store_true", help="take the original backbones from the Hugging Face Hub")
+    p.add_argument("--eval-results", default="auto",
+                   help="eval/run.py model-index.yaml for the model card; 'auto' (the delta folder's own "
+                        "model-index.yaml, if any) or 'none'")
     p.add_argument("--force", action="store_true")
     args = p.parse_args(argv)
     delta = default_delta(args.strategy) if args.delta == "auto" else args.delta
     start = time.time()
-    out = build(args.out, force=args.force, speech=args.speech, text=args.text, strategy=args.strategy,
-                delta=delta, hub=args.hub)
+    eval_results = None if args.eval_results == "none" else args.eval_results
+    out = build(args.out, force=args.force, eval_results=eval_results, speech=args.speech, text=args.text,
+                strategy=args.strategy, delta=delta, hub=args.hub)
     size = sum(f.stat().st_size for f in out.iterdir()) / 2**20
     print(f"built {out} ({size:.0f} MiB, delta: {delta or 'none (untrained adapter)'}) in {time.time() - start:.1f} s")
 

@@ -15,6 +15,8 @@ What makes it fast, and why it gives the same embeddings as calling the model ba
   masked, as the processor makes them.
 - Attention runs through PyTorch SDPA where the backbone supports it (`prepare_model` checks and reports).
 - `dtype=torch.bfloat16` (or float16) runs under `torch.autocast`; embeddings are returned in float32.
+- `prepare_model(weights_dtype=torch.bfloat16)` casts the weights themselves (less memory traffic than autocast).
+- `max_tokens` / `max_seconds` batch by padded size instead of item count, so short items fill large batches.
 - `compile=True` compiles the speech tower and the text model in place (`nn.Module.compile`, dynamic shapes), so
   state-dict keys do not change. The first batches pay the compilation.
 
@@ -67,13 +69,17 @@ def _set_sdpa(module) -> bool:
 
 
 def prepare_model(model, device: str | torch.device | None = None, compile: bool = False,
-                  attn_implementation: str | None = "sdpa"):
+                  attn_implementation: str | None = "sdpa", weights_dtype: torch.dtype | None = None):
     """Put `model` on `device` in eval mode, with SDPA attention where the backbones support it; optionally compile.
 
-    Returns the same model object (changed in place). `model.wolofmrl_inference` records what was done.
+    weights_dtype: cast the weights (e.g. torch.bfloat16: half the memory traffic, no autocast casts per call);
+    embeddings still come back float32. Returns the same model object (changed in place);
+    `model.wolofmrl_inference` records what was done.
     """
     if device is not None:
         model.to(device)
+    if weights_dtype is not None:
+        model.to(weights_dtype)
     model.eval()
     if attn_implementation == "sdpa":
         for module in (getattr(model.speech_tower, "encoder", None), model.text_model):
@@ -86,7 +92,8 @@ def prepare_model(model, device: str | torch.device | None = None, compile: bool
         model.text_model.compile(dynamic=True)
         compiled = True
     model.wolofmrl_inference = {"attention": attention_implementations(model), "compiled": compiled,
-                                "device": str(next(model.parameters()).device)}
+                                "device": str(next(model.parameters()).device),
+                                "weights_dtype": str(next(model.parameters()).dtype)}
     return model
 
 
@@ -104,12 +111,28 @@ def clip_seconds(item, sampling_rate: int | None) -> float:
     return samples / float(sampling_rate or 16000)
 
 
-def length_batches(lengths: Sequence[float], batch_size: int, sort_by_length: bool = True) -> list[list[int]]:
-    """Indices grouped into batches; longest first when sorted (an out-of-memory shows up on the first batch)."""
+def length_batches(lengths: Sequence[float], batch_size: int, sort_by_length: bool = True,
+                   max_tokens: float | None = None) -> list[list[int]]:
+    """Indices grouped into batches; longest first when sorted (an out-of-memory shows up on the first batch).
+
+    max_tokens: a padded-size budget per batch (items x longest item, in the units of `lengths`): a batch holds at
+    most `batch_size` items and at most max_tokens // longest, so batches of long items are smaller and every batch
+    does about the same work (set batch_size large to let short items fill big batches). Needs sort_by_length.
+    """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if max_tokens is not None and (max_tokens <= 0 or not sort_by_length):
+        raise ValueError(f"max_tokens must be > 0 and needs sort_by_length=True, got {max_tokens}")
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i]) if sort_by_length else list(range(len(lengths)))
-    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    if max_tokens is None:
+        return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    batches, start = [], 0
+    while start < len(order):
+        longest = max(lengths[order[start]], 1e-9)
+        size = int(max(1, min(batch_size, max_tokens // longest)))
+        batches.append(order[start:start + size])
+        start += size
+    return batches
 
 
 def _device_of(model, device) -> torch.device:
@@ -156,12 +179,15 @@ def _is_whisper_fe(processor) -> bool:
 def encode_speech(model, processor, clips, batch_size: int = 32, dim: int | None = None,
                   device: str | torch.device | None = None, dtype: torch.dtype | None = None,
                   sort_by_length: bool = True, progress: bool = True, sampling_rate: int | None = 16000,
-                  compile: bool = False, features_on_device: bool = True) -> torch.Tensor:
+                  compile: bool = False, features_on_device: bool = True,
+                  max_seconds: float | None = None) -> torch.Tensor:
     """L2-normalised speech embeddings of many clips: (N, dim or hidden) float32 on the CPU, in `clips`' order.
 
     clips: arrays / tensors / lists of floats at `sampling_rate`, `{"array", "sampling_rate"}` dicts or file paths
     (anything `processor(audio=...)` takes). `dtype`: None/float32, or bfloat16/float16 run under autocast.
     `features_on_device=False` uses the processor's own (CPU, clip by clip) feature extraction instead.
+    `max_seconds`: audio budget per batch (clips x longest clip, seconds; see `length_batches`' max_tokens).
+    Weights cast to bf16/fp16 (`prepare_model(weights_dtype=...)`) get features in their dtype.
     """
     model._check_dim(dim)  # a bad dim fails before any work
     if len(clips) == 0:
@@ -173,8 +199,9 @@ def encode_speech(model, processor, clips, batch_size: int = 32, dim: int | None
     lengths = [clip_seconds(c, sampling_rate) for c in clips]
     out = None
     fast = features_on_device and _is_whisper_fe(processor)
+    weights = next(model.parameters()).dtype
     with _progress(len(clips), "clip", progress, "speech") as bar:
-        for idx in length_batches(lengths, batch_size, sort_by_length):
+        for idx in length_batches(lengths, batch_size, sort_by_length, max_seconds):
             items = [clips[i] for i in idx]
             if fast:
                 batch = whisper_features(processor.feature_extractor,
@@ -182,6 +209,8 @@ def encode_speech(model, processor, clips, batch_size: int = 32, dim: int | None
             else:
                 batch = processor(audio=items, sampling_rate=sampling_rate, return_tensors="pt")
                 batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            if weights != torch.float32:
+                batch = {k: v.to(weights) if v.is_floating_point() else v for k, v in batch.items()}
             with _autocast(device, dtype):
                 emb = model.get_speech_embeddings(**batch, dim=dim)
             if out is None:
@@ -195,10 +224,13 @@ def encode_speech(model, processor, clips, batch_size: int = 32, dim: int | None
 def encode_text(model, processor, texts, batch_size: int = 128, dim: int | None = None,
                 device: str | torch.device | None = None, dtype: torch.dtype | None = None,
                 sort_by_length: bool = True, progress: bool = True, text_kind: str | None = "passage",
-                max_length: int = 512, compile: bool = False) -> torch.Tensor:
+                max_length: int = 512, compile: bool = False, max_tokens: int | None = None,
+                pad_to_multiple_of: int | None = 8) -> torch.Tensor:
     """L2-normalised text embeddings: (N, dim or hidden) float32 on the CPU, in `texts`' order.
 
-    Texts are tokenised once (with the processor's `text_kind` prefix), sorted by token count and padded per batch.
+    Texts are tokenised once (with the processor's `text_kind` prefix), sorted by token count and padded per batch
+    (to a multiple of `pad_to_multiple_of`: fewer distinct shapes for kernels and `torch.compile`; padding is
+    masked, so embeddings do not change). `max_tokens`: padded-token budget per batch (see `length_batches`).
     """
     model._check_dim(dim)
     texts = [texts] if isinstance(texts, str) else list(texts)
@@ -213,8 +245,9 @@ def encode_text(model, processor, texts, batch_size: int = 128, dim: int | None 
     ids = tokenizer(processor.prefix(texts, text_kind), truncation=True, max_length=max_length)["input_ids"]
     out = None
     with _progress(len(texts), "text", progress, "text") as bar:
-        for idx in length_batches([len(x) for x in ids], batch_size, sort_by_length):
-            batch = tokenizer.pad({"input_ids": [ids[i] for i in idx]}, padding=True, return_tensors="pt")
+        for idx in length_batches([len(x) for x in ids], batch_size, sort_by_length, max_tokens):
+            batch = tokenizer.pad({"input_ids": [ids[i] for i in idx]}, padding=True, return_tensors="pt",
+                                  pad_to_multiple_of=pad_to_multiple_of)
             batch = {k: batch[k].to(device, non_blocking=True) for k in ("input_ids", "attention_mask")}
             with _autocast(device, dtype):
                 emb = model.get_text_embeddings(**batch, dim=dim)

@@ -257,8 +257,11 @@ class FunnelIndex:
         return rerank(queries, self._full, cand, k)
 
     def macs_per_query(self, n_queries: int, shortlist: int) -> float:
-        """Multiply-adds per query of the last search: coarse distances * coarse_dim + shortlist * full_dim."""
+        """Multiply-adds per query of the last search: coarse distances * coarse_dim (+ nlist * coarse_dim for the IVF
+        quantiser) + shortlist * full_dim (the re-rank)."""
         coarse = self.last_search_distances / max(n_queries, 1) * self.coarse_dim
+        if self.kind == "ivf":
+            coarse += self.params["nlist"] * self.coarse_dim
         return coarse + (0 if self.coarse_dim == self.full_dim else min(shortlist, len(self)) * self.full_dim)
 
     def nbytes(self) -> dict[str, int]:

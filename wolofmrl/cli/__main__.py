@@ -1,0 +1,5 @@
+import sys
+
+from wolofmrl.cli import main
+
+sys.exit(main())

@@ -1,0 +1,148 @@
+"""A user's French documents -> passages: read .txt / .md / .jsonl / .csv, split into passages of bounded length.
+
+    from wolofmrl.cli.documents import iter_document_files, read_passages
+    stats = DropStats()
+    for path in iter_document_files("docs/"):
+        for p in read_passages(path, stats): ...      # Passage(text, source, position)
+
+Splitting: paragraphs (blank-line separated; for .md, headings and list items are paragraphs too); a paragraph
+longer than `max_words` is cut at sentence ends into pieces of at most `max_words` words (a single longer sentence
+is cut at `max_words`). .jsonl: one JSON object per line, its `text_field` (default "text") is one document;
+.csv: one row per document, column `text_field`. Every dropped item (empty text, bad JSON line, missing field) is
+counted by reason in `DropStats`, never lost silently.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SUFFIXES = (".txt", ".md", ".jsonl", ".csv")
+_SENTENCE_END = re.compile(r"(?<=[.!?…])\s+(?=[«\"'(\[A-ZÀ-ÖØ-Þ0-9])")
+_MD_BLOCK = re.compile(r"\n\s*\n|\n(?=#{1,6}\s)|\n(?=\s*[-*+]\s)|\n(?=\s*\d+[.)]\s)")
+
+
+@dataclass
+class Passage:
+    """One passage: `text` (str), `source` (file path, plus `#line` / `#row` for .jsonl / .csv), `position`
+    (0-based passage number within its source)."""
+
+    text: str
+    source: str
+    position: int
+
+
+@dataclass
+class DropStats:
+    """Counts of what reading dropped, by reason; `kept` passages."""
+
+    dropped: Counter = field(default_factory=Counter)
+    kept: int = 0
+
+    def summary(self) -> str:
+        parts = ", ".join(f"{n} {reason}" for reason, n in sorted(self.dropped.items()))
+        return f"{self.kept} passages kept" + (f"; dropped: {parts}" if parts else "")
+
+
+def iter_document_files(docs: str | Path) -> list[Path]:
+    """The document files under `docs` (a folder, searched recursively, or one file), sorted.
+
+    Raises FileNotFoundError if `docs` does not exist, ValueError if it holds no .txt/.md/.jsonl/.csv file.
+    """
+    docs = Path(docs)
+    if not docs.exists():
+        raise FileNotFoundError(f"DOCS {str(docs)!r} does not exist: pass a folder or a {'/'.join(SUFFIXES)} file")
+    files = [docs] if docs.is_file() else sorted(p for p in docs.rglob("*") if p.is_file())
+    found = [p for p in files if p.suffix.lower() in SUFFIXES]
+    if not found:
+        raise ValueError(f"no {'/'.join(SUFFIXES)} file in {str(docs)!r}")
+    return found
+
+
+def split_passages(text: str, max_words: int = 120, markdown: bool = False) -> list[str]:
+    """Split one document into passages of at most `max_words` words (whitespace-normalised, non-empty)."""
+    if max_words < 1:
+        raise ValueError(f"max_words must be >= 1, got {max_words}")
+    text = text.replace("\r\n", "\n")
+    blocks = (_MD_BLOCK if markdown else re.compile(r"\n\s*\n")).split(text)
+    out = []
+    for block in blocks:
+        block = " ".join(block.split())
+        if markdown:
+            block = re.sub(r"^(#{1,6}|[-*+]|\d+[.)])\s+", "", block)
+        if not block:
+            continue
+        piece: list[str] = []
+        for sentence in _SENTENCE_END.split(block):
+            words = sentence.split()
+            while len(words) > max_words:  # one sentence longer than a passage: cut it
+                if piece:
+                    out.append(" ".join(piece))
+                    piece = []
+                out.append(" ".join(words[:max_words]))
+                words = words[max_words:]
+            if len(piece) + len(words) > max_words and piece:
+                out.append(" ".join(piece))
+                piece = []
+            piece += words
+        if piece:
+            out.append(" ".join(piece))
+    return out
+
+
+def _records(path: Path, text_field: str, stats: DropStats) -> Iterator[tuple[str, str]]:
+    """(text, source) per document of a .jsonl or .csv file."""
+    if path.suffix.lower() == ".jsonl":
+        with path.open(encoding="utf-8") as f:
+            for line_no, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    stats.dropped["bad JSON line"] += 1
+                    continue
+                text = row.get(text_field) if isinstance(row, dict) else None
+                if not isinstance(text, str):
+                    stats.dropped[f"no {text_field!r} string field"] += 1
+                    continue
+                yield text, f"{path}#line{line_no}"
+        return
+    with path.open(encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames is None or text_field not in reader.fieldnames:
+            raise ValueError(f"{path} has no {text_field!r} column (columns: {reader.fieldnames}); "
+                             "pass --text-field COLUMN")
+        for row_no, row in enumerate(reader, 2):
+            yield row.get(text_field) or "", f"{path}#row{row_no}"
+
+
+def read_passages(path: str | Path, stats: DropStats | None = None, max_words: int = 120,
+                  text_field: str = "text") -> Iterator[Passage]:
+    """Passages of one document file, in order. Raises ValueError for an unsupported suffix or a .csv without the
+    text column; counts drops in `stats`."""
+    path = Path(path)
+    stats = stats if stats is not None else DropStats()
+    suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise ValueError(f"{path}: unsupported file type {suffix!r}; use {', '.join(SUFFIXES)}")
+    if suffix in (".txt", ".md"):
+        try:
+            docs = [(path.read_text(encoding="utf-8"), str(path))]
+        except UnicodeDecodeError:
+            stats.dropped["not UTF-8 text file"] += 1
+            return
+    else:
+        docs = _records(path, text_field, stats)
+    for text, source in docs:
+        passages = split_passages(text, max_words, markdown=suffix == ".md")
+        if not passages:
+            stats.dropped["empty document"] += 1
+        for i, passage in enumerate(passages):
+            stats.kept += 1
+            yield Passage(passage, source, i)
