@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The stage-2 speech corpus (issue 16), voiced on the GPU machine's CPU cores with espeak-ng.
 #
-# Here (registry reachable), once:   bash train/device_speech_corpus.sh prepare
+# Here (registry reachable), once:   bash train/device_speech_corpus.sh prepare   (also packs build/carry)
 #   -> .device_speech/ (ignored, 6.4 MB): espeak-ng .deb files, a libpcaudio stub, the wheels the machine lacks; the text JSONL
 #      (train/data/speech_texts.jsonl.gz, committed) is built first if missing.
 # There (run tool, carry [".device_speech"]):   bash train/device_speech_corpus.sh run [OUT_DIR]
@@ -44,6 +44,13 @@ prepare() {
     --platform manylinux2014_x86_64 --platform manylinux1_x86_64 --platform any -d "$CARRY/whl" \
     soundfile==0.14.0 soxr==1.1.0 cffi==2.1.1 pycparser==3.12
   [ -f "$TEXTS" ] || "$py" -m wolofmrl.curation.speech_corpus texts --config "$CONFIG" --fetch --out "$TEXTS"
+  # the backbones for the device, with the text tower's vocabulary rows of every text the corpus holds
+  if [ ! -f build/carry/bundle.json ]; then
+    "$py" -c "import sys; from wolofmrl.curation.speech_texts import read_texts
+texts = {r[k].replace(chr(10), ' ') for r in read_texts(sys.argv[1]) for k in ('transcript', 'wo_text', 'fr_text') if r.get(k)}
+open(sys.argv[2], 'w').write(chr(10).join(sorted(texts)))" "$TEXTS" "$CARRY/texts.txt"
+    "$py" -m wolofmrl.portable pack --out build/carry --extra-texts "$CARRY/texts.txt"
+  fi
   du -sh "$CARRY"
 }
 
