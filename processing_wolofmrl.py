@@ -352,6 +352,28 @@ def pad_features(features: list, even: bool = True, key: str = "input_features")
     return {key: batch, "attention_mask": mask}
 
 
+def trim_silence(wave: np.ndarray, rate: int = SAMPLING_RATE, threshold_db: float = -40.0,
+                 pad_seconds: float = 0.1) -> np.ndarray:
+    """Cut leading and trailing silence: keep from the first to the last 20 ms frame whose RMS is within
+    `threshold_db` of the loudest frame's, plus `pad_seconds` on each side. Pauses inside are kept.
+
+    A spoken question followed by seconds of silence otherwise embeds as mostly silence (mean pooling over frames)
+    and loses its passage; training clips are trimmed the same way when they are synthesised. A clip that is all
+    silence, or whose trimmed length would fall under one spectrogram window, is returned unchanged.
+    (samples,) float32 in, (samples',) out."""
+    frame = max(1, int(0.02 * rate))
+    n = wave.size // frame
+    if n < 2:
+        return wave
+    rms = np.sqrt(np.mean(np.square(wave[: n * frame].reshape(n, frame), dtype=np.float64), axis=1))
+    loud = np.flatnonzero(rms >= rms.max() * 10 ** (threshold_db / 20))
+    if rms.max() <= 1e-5 or loud.size == 0:
+        return wave
+    pad = int(pad_seconds * rate)
+    start, stop = max(0, loud[0] * frame - pad), min(wave.size, (loud[-1] + 1) * frame + pad)
+    return wave[start:stop] if stop - start >= MIN_SAMPLES else wave
+
+
 def split_windows(clips: list[np.ndarray], window: int, overlap: int) -> tuple[list[np.ndarray], list[int]]:
     """Clips longer than `window` samples -> evenly sized windows of at most `window` samples that overlap by
     `overlap`; returns (windows, window_to_clip) where window_to_clip[j] is the clip index of window j."""
@@ -377,13 +399,15 @@ class WolofMRLProcessor(ProcessorMixin):
         query_prefix / passage_prefix: prepended to text according to `text_kind` / `prompt_name`.
         max_audio_seconds: the longest window the speech encoder takes in one pass (30 s for Whisper); longer
             audio is cut into overlapping windows and pooled per clip by the model.
+        trim_silence: cut leading and trailing silence from every clip (`trim_silence`), as training clips are.
     """
 
     def __init__(self, feature_extractor, tokenizer, query_prefix: str = "query: ", passage_prefix: str = "passage: ",
-                 max_audio_seconds: float = 30.0, **kwargs):
+                 max_audio_seconds: float = 30.0, trim_silence: bool = True, **kwargs):
         self.query_prefix = query_prefix
         self.passage_prefix = passage_prefix
         self.max_audio_seconds = float(max_audio_seconds)
+        self.trim_silence = bool(trim_silence)
         super().__init__(feature_extractor, tokenizer, **kwargs)
 
     @classmethod
@@ -453,6 +477,8 @@ class WolofMRLProcessor(ProcessorMixin):
                                  "(max_audio_seconds). Split it into shorter clips, or pass max_audio_seconds=None "
                                  "to embed it in overlapping windows")
             wave = resample(wave, rate, self.sampling_rate)
+            if self.trim_silence:
+                wave = trim_silence(wave, self.sampling_rate)
             if wave.size < MIN_SAMPLES:
                 raise ValueError(
                     f"{name} is {wave.size / self.sampling_rate * 1000:.1f} ms long; at least "
@@ -629,4 +655,4 @@ def check_processor_folder(folder: str) -> None:
 
 __all__ = ["WolofMRLProcessor", "decode_audio", "load_audio", "resample", "whisper_log_mel", "pad_features",
            "split_windows", "samples_to_mono", "samples_to_float", "check_sampling_rate", "check_texts",
-           "check_processor_folder", "SAMPLING_RATE"]
+           "check_processor_folder", "trim_silence", "SAMPLING_RATE"]

@@ -164,3 +164,16 @@ def test_bad_arguments_exit_2_with_a_message(tiny_dir, docs, tmp_path, capsys):
     assert "1..48" in capsys.readouterr().err
     assert main(["index", str(tmp_path / "missing"), "--out", str(tmp_path / "j")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_unsupported_document_files_are_named_not_dropped_silently(tmp_path, caplog):
+    """A .docx given as DOCS is refused with its type; one inside a folder is skipped with a counted warning."""
+    from wolofmrl.cli.documents import iter_document_files
+
+    (tmp_path / "a.txt").write_text("Le marché ouvre à huit heures.", encoding="utf-8")
+    (tmp_path / "b.docx").write_bytes(b"PK\x03\x04 not text")
+    with pytest.raises(ValueError, match=r"unsupported file type '.docx'.*convert"):
+        iter_document_files(tmp_path / "b.docx")
+    with caplog.at_level("WARNING", logger="wolofmrl.cli"):
+        assert iter_document_files(tmp_path) == [tmp_path / "a.txt"]
+    assert "skipped 1 file(s) of unsupported types (.docx: 1)" in caplog.text

@@ -266,3 +266,43 @@ def test_kind10_library_modules_decode_through_the_processor():
     for module in (wolofmrl.portable, wolofmrl.testing):
         source = inspect.getsource(module)
         assert "sf.read(" not in source and "decode_audio" in source or "load_audio" in source
+
+
+# ------------------------------------------------------------------------------------------- silence around speech
+def _espeak_clip(text: str) -> np.ndarray:
+    import subprocess
+
+    raw = subprocess.run(["espeak-ng", "-v", "sw", "--stdout", text], capture_output=True, check=True).stdout
+    return load_audio(raw)
+
+
+@pytest.mark.parametrize("lead,tail", [(0.5, 10.0), (3.0, 0.0), (0.0, 25.0)])
+def test_silence_around_a_question_is_trimmed(tiny, lead, tail):
+    """A spoken question with seconds of silence around it embeds as the question alone (found by trying the CLI:
+    a 1.5 s question in a 10 s file lost its passage). Trimming off, the silence drags the embedding away."""
+    model, processor = tiny
+    speech = _espeak_clip("loxo benn du taar")
+    padded = np.concatenate([np.zeros(int(lead * 16000), np.float32), speech, np.zeros(int(tail * 16000), np.float32)])
+    kept = processor.prepare_audio([padded], sampling_rate=16000)[0]
+    assert kept.size <= speech.size + int(0.25 * 16000), "leading/trailing silence was not cut"
+
+    def embed(proc, audio):
+        with torch.no_grad():
+            return model.get_speech_embeddings(**proc(audio=[audio], sampling_rate=16000))[0]
+
+    assert cosine(embed(processor, speech), embed(processor, padded)) >= 0.99
+    processor.trim_silence = False
+    try:
+        assert cosine(embed(processor, speech), embed(processor, padded)) < 0.99
+    finally:
+        processor.trim_silence = True
+
+
+def test_all_silence_and_short_clips_are_left_alone(tiny):
+    from processing_wolofmrl import trim_silence
+
+    silent = np.zeros(16000, np.float32)
+    assert trim_silence(silent).size == 16000
+    blip = np.zeros(16000, np.float32)
+    blip[8000:8100] = 0.5  # louder part shorter than one spectrogram window: the clip stays whole
+    assert trim_silence(blip).size >= 400

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from processing_wolofmrl import pad_features as processing_pad_features
 from train.config import TrainConfig
 from train.speech_data import (AugmentedSpeechPairs, ClipFeatures, group_id, in_workers, own_transcript,
                                speech_features, speech_target)
@@ -68,15 +69,10 @@ def read_corpus(root: str, split: str, audio: bool) -> list[dict]:
 
 
 def pad_features(feats: list[np.ndarray], whisper: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad per-clip features into a batch + mask, exactly as WolofMRLProcessor pads a batch of clips."""
-    frames = max(f.shape[-1] for f in feats)
-    frames += frames % 2 if whisper else 0
-    batch = np.zeros((len(feats), *feats[0].shape[:-1], frames), dtype=np.float32)
-    mask = np.zeros((len(feats), frames), dtype=np.int64)
-    for i, f in enumerate(feats):
-        batch[i, ..., : f.shape[-1]] = f
-        mask[i, : f.shape[-1]] = 1
-    return torch.from_numpy(batch), torch.from_numpy(mask)
+    """Right-pad per-clip features into a batch + mask through the processor's own `pad_features` (even frame
+    count for Whisper log-mel): ((B, ..., T) float32, (B, T) long)."""
+    out = processing_pad_features(feats, even=whisper)
+    return out["input_features"], out["attention_mask"]
 
 
 def compute_features(rows: list[dict], processor, workers: int) -> list[np.ndarray]:

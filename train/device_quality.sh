@@ -24,7 +24,7 @@ LOGS=runs/device_logs
 mkdir -p "$LOGS"
 
 setup() {
-  if ! python3 -c "import soundfile, soxr" 2>/dev/null; then
+  if ! python3 -c "import soundfile" 2>/dev/null; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
       .device_speech/whl/*.whl
   fi

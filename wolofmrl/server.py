@@ -259,17 +259,36 @@ def _search(engine: Engine, texts, waves, k, shortlist) -> dict:
 
 
 # --------------------------------------------------------------------------- the app
-def create_app(model_path=None, index=None, device=None, dtype="auto", limits: Limits | None = None,
-               batch_size: int = 32, engine: Engine | None = None):
-    """The FastAPI app (load the model, or reuse `engine`). Raises what loading raises (bad folder or index)."""
-    from fastapi import FastAPI
+async def _json_body(request: Request) -> dict:
+    import json
+
+    try:
+        body = json.loads(await request.body())
+    except (ValueError, UnicodeDecodeError):
+        raise APIError("the body is not valid JSON: send Content-Type application/json") from None
+    if not isinstance(body, dict):
+        raise APIError("the body must be a JSON object")
+    return body
+
+
+async def _form(request: Request, engine: Engine):
+    from starlette.exceptions import HTTPException
+
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise APIError("send multipart/form-data with the audio in the field 'file'", "file")
+    try:
+        return await request.form(max_files=engine.limits.max_batch, max_part_size=engine.limits.max_body_bytes)
+    except HTTPException:
+        raise
+    except Exception as err:  # malformed multipart bodies raise parser-specific errors
+        raise APIError(f"could not parse the multipart body: {err}", "file") from None
+
+
+def _add_error_handlers(app) -> None:
+    """Every error as an OpenAI-style error body: APIError and validation errors 400, HTTP errors their status."""
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
     from starlette.exceptions import HTTPException
-
-    engine = engine or Engine(model_path, index, device, dtype, limits, batch_size)
-    app = FastAPI(title="WolofMRL", description=__doc__)
-    app.state.engine = engine
 
     @app.exception_handler(APIError)
     async def _api_error(_, err: APIError):
@@ -286,17 +305,8 @@ def create_app(model_path=None, index=None, device=None, dtype="auto", limits: L
     async def _http(_, err: HTTPException):
         return JSONResponse(_error_body(str(err.detail), None, err.status_code), status_code=err.status_code)
 
-    async def json_body(request: Request) -> dict:
-        import json
 
-        try:
-            body = json.loads(await request.body())
-        except (ValueError, UnicodeDecodeError):
-            raise APIError("the body is not valid JSON: send Content-Type application/json") from None
-        if not isinstance(body, dict):
-            raise APIError("the body must be a JSON object")
-        return body
-
+def _add_info_routes(app, engine: Engine) -> None:
     @app.get("/health")
     def health():
         return {"status": "ok", "model": engine.name, "embedding_dim": engine.hidden,
@@ -309,11 +319,13 @@ def create_app(model_path=None, index=None, device=None, dtype="auto", limits: L
         return {"object": "list", "data": [{"id": engine.name, "object": "model", "created": int(time.time()),
                                             "owned_by": "wolofmrl"}]}
 
+
+def _add_embedding_routes(app, engine: Engine) -> None:
+    from starlette.concurrency import run_in_threadpool
+
     @app.post("/v1/embeddings")
     async def embeddings(request: Request):
-        from starlette.concurrency import run_in_threadpool
-
-        body = await json_body(request)
+        body = await _json_body(request)
         if "input" not in body:
             raise APIError("the body has no 'input': send {'input': [...], 'model': ...}", "input")
         dim = engine.check_dim(body.get("dimensions"))
@@ -325,9 +337,7 @@ def create_app(model_path=None, index=None, device=None, dtype="auto", limits: L
 
     @app.post("/v1/embeddings/audio")
     async def embeddings_audio(request: Request):
-        from starlette.concurrency import run_in_threadpool
-
-        form = await _form(request)
+        form = await _form(request, engine)
         files = form.getlist("file")
         if not files or len(files) > engine.limits.max_batch:
             raise APIError(f"upload 1..{engine.limits.max_batch} audio files in the 'file' field", "file")
@@ -341,11 +351,13 @@ def create_app(model_path=None, index=None, device=None, dtype="auto", limits: L
         emb = await run_in_threadpool(engine.embed, [], waves, len(waves), "query", dim)
         return _embedding_response(engine, emb, fmt, 0)
 
+
+def _add_search_routes(app, engine: Engine) -> None:
+    from starlette.concurrency import run_in_threadpool
+
     @app.post("/v1/search")
     async def search(request: Request):
-        from starlette.concurrency import run_in_threadpool
-
-        body = await json_body(request)
+        body = await _json_body(request)
         query = body.get("query")
         if isinstance(query, str) and query.strip():
             texts, waves = [(0, query)], []
@@ -357,9 +369,7 @@ def create_app(model_path=None, index=None, device=None, dtype="auto", limits: L
 
     @app.post("/v1/search/audio")
     async def search_audio(request: Request):
-        from starlette.concurrency import run_in_threadpool
-
-        form = await _form(request)
+        form = await _form(request, engine)
         upload = form.get("file")
         if upload is None or not hasattr(upload, "read"):
             raise APIError("upload the spoken query as the multipart field 'file'", "file")
@@ -367,16 +377,19 @@ def create_app(model_path=None, index=None, device=None, dtype="auto", limits: L
         return await run_in_threadpool(_search, engine, [], [(0, wave)], form.get("k", 10),
                                        form.get("shortlist", 500))
 
-    async def _form(request: Request):
-        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-            raise APIError("send multipart/form-data with the audio in the field 'file'", "file")
-        try:
-            return await request.form(max_files=engine.limits.max_batch, max_part_size=engine.limits.max_body_bytes)
-        except HTTPException:
-            raise
-        except Exception as err:  # malformed multipart bodies raise parser-specific errors
-            raise APIError(f"could not parse the multipart body: {err}", "file") from None
 
+def create_app(model_path=None, index=None, device=None, dtype="auto", limits: Limits | None = None,
+               batch_size: int = 32, engine: Engine | None = None):
+    """The FastAPI app (load the model, or reuse `engine`). Raises what loading raises (bad folder or index)."""
+    from fastapi import FastAPI
+
+    engine = engine or Engine(model_path, index, device, dtype, limits, batch_size)
+    app = FastAPI(title="WolofMRL", description=__doc__)
+    app.state.engine = engine
+    _add_error_handlers(app)
+    _add_info_routes(app, engine)
+    _add_embedding_routes(app, engine)
+    _add_search_routes(app, engine)
     return BodyLimit(app, engine.limits.max_body_bytes)
 
 

@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+logger = logging.getLogger("wolofmrl.cli")
 
 SUFFIXES = (".txt", ".md", ".jsonl", ".csv")
 _SENTENCE_END = re.compile(r"(?<=[.!?…])\s+(?=[«\"'(\[A-ZÀ-ÖØ-Þ0-9])")
@@ -57,10 +60,18 @@ def iter_document_files(docs: str | Path) -> list[Path]:
     docs = Path(docs)
     if not docs.exists():
         raise FileNotFoundError(f"DOCS {str(docs)!r} does not exist: pass a folder or a {'/'.join(SUFFIXES)} file")
+    kinds = "/".join(SUFFIXES)
+    if docs.is_file() and docs.suffix.lower() not in SUFFIXES:
+        raise ValueError(f"DOCS {str(docs)!r}: unsupported file type {docs.suffix or '(none)'!r}; convert it to "
+                         f"one of {kinds} (e.g. plain text) first")
     files = [docs] if docs.is_file() else sorted(p for p in docs.rglob("*") if p.is_file())
     found = [p for p in files if p.suffix.lower() in SUFFIXES]
+    skipped = Counter(p.suffix.lower() or "(none)" for p in files if p.suffix.lower() not in SUFFIXES)
+    if skipped:  # never drop a user's file silently
+        logger.warning("skipped %d file(s) of unsupported types (%s) under %s: convert them to %s to index them",
+                       sum(skipped.values()), ", ".join(f"{k}: {v}" for k, v in sorted(skipped.items())), docs, kinds)
     if not found:
-        raise ValueError(f"no {'/'.join(SUFFIXES)} file in {str(docs)!r}")
+        raise ValueError(f"no {kinds} file in {str(docs)!r}")
     return found
 
 

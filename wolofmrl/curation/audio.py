@@ -7,6 +7,8 @@ import zlib
 import numpy as np
 import soundfile as sf
 
+from processing_wolofmrl import decode_audio
+
 from .voice import SAMPLE_RATE, to_16k
 
 
@@ -59,8 +61,7 @@ def encode(x: np.ndarray, fmt: str = "flac", sr: int = SAMPLE_RATE) -> tuple[byt
 
 def decode(data: bytes) -> tuple[np.ndarray, int]:
     """Any soundfile-readable bytes → (float32 mono, sample rate). Raises on corrupt input."""
-    x, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
-    return x.mean(axis=1), sr
+    return decode_audio(bytes(data))  # the project's one audio decoder
 
 
 def load_16k(data: bytes) -> tuple[np.ndarray, int]:

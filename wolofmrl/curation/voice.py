@@ -28,7 +28,7 @@ from collections import Counter
 from functools import lru_cache
 
 import numpy as np
-import soxr
+from processing_wolofmrl import resample
 
 SAMPLE_RATE = 16000
 KOKORO_SR = 24000
@@ -235,8 +235,8 @@ def to_16k(x: np.ndarray, sr: int) -> np.ndarray:
     x = np.asarray(x, np.float32)
     if x.ndim > 1:
         x = x.mean(axis=1)
-    if sr != SAMPLE_RATE:
-        x = soxr.resample(x, sr, SAMPLE_RATE, quality="HQ").astype(np.float32)
+    if sr != SAMPLE_RATE:  # the project's one resampler
+        x = resample(x, sr, SAMPLE_RATE).astype(np.float32)
     return x
 
 
