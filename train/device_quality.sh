@@ -10,7 +10,8 @@
 # Steps: synth (espeak-ng corpus on all cores, train/device_speech_corpus.sh), text (stage 1: head || head+LoRA,
 # keep the better by dev), sN (seed N: phase 1 alignment then phase 2 Wolof->French, fusion || dual), pack.
 # Carries: build/carry (python -m wolofmrl.portable pack), .device_speech (bash train/device_speech_corpus.sh
-# prepare). Outputs: runs/ (ignored) and, with pack, $OUT/quality.tar.gz. All speech is synthetic (espeak-ng).
+# prepare). Outputs: runs/ (ignored) and, with pack, $OUT/quality.tar.gz.part-* (15 MiB pieces). All speech is
+# synthetic (espeak-ng).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
@@ -63,12 +64,19 @@ text() {
   train_on 0 text_stage text_stage "data.corpus=$TEXT_CORPUS" "max_train_minutes=2" &
   train_on 1 text_stage_lora text_stage_lora "data.corpus=$TEXT_CORPUS" "max_train_minutes=2" &
   wait
-  [ -f weights/wolofmrl-text/choice.json ] || python3 train/choose.py --runs runs/text_stage runs/text_stage_lora \
-    --out weights/wolofmrl-text
+  choose_text
+}
+
+choose_text() {  # stage 1's better run -> weights/wolofmrl-text (again in every call: the tree sync re-sends the
+  # committed weights/wolofmrl-text over what an earlier call chose)
+  if [ -f runs/text_stage/result.json ] && [ -f runs/text_stage_lora/result.json ]; then
+    python3 train/choose.py --runs runs/text_stage runs/text_stage_lora --out weights/wolofmrl-text
+  fi
 }
 
 seed() {  # N: phase 1 then phase 2, fusion on GPU 0 || dual on GPU 1
   local s=$1 common=("data.corpus=$CORPUS" "seed=$1" "max_steps=$STEPS" "max_train_minutes=$PHASE_MINUTES")
+  choose_text
   for strategy in fusion dual; do
     gpu=$([ $strategy = fusion ] && echo 0 || echo 1)
     ( train_on "$gpu" "speech_align_$strategy" "speech_align_${strategy}_s$s" "${common[@]}" \
@@ -87,20 +95,29 @@ pack() {  # logs, results and deltas; stage-2 deltas without the stage-1 tensors
     run=${run%/}; name=$(basename "$run"); [ -f "$run/result.json" ] || continue
     mkdir -p "$dest/$name"; cp "$run/result.json" "$run/log.jsonl" "$dest/$name/" 2>/dev/null
     [ -d "$run/delta" ] && python3 - "$run/delta" "$dest/$name/delta" <<'EOF'
-import shutil, sys
+import json, shutil, sys
 from pathlib import Path
 from safetensors.torch import load_file, save_file
 src, dst = Path(sys.argv[1]), Path(sys.argv[2])
 shutil.copytree(src, dst, ignore=shutil.ignore_patterns("delta.safetensors"))
 delta = load_file(src / "delta.safetensors")
-text = Path("weights/wolofmrl-text/delta.safetensors")
-base = load_file(text) if text.is_file() else {}
+# the stage-1 delta this run started from: the chosen text run's own copy (a later device call's tree sync may
+# remove weights/wolofmrl-text, which is tracked in git and so re-sent as the checkout has it)
+choice = Path("weights/wolofmrl-text/choice.json")
+runs = [json.loads(choice.read_text())["kept"]] if choice.is_file() else ["runs/text_stage_lora", "runs/text_stage"]
+base = {}
+for run in runs:
+    if (Path(run) / "delta/delta.safetensors").is_file():
+        base = load_file(Path(run) / "delta/delta.safetensors")
+        break
 kept = {k: v for k, v in delta.items() if not (k in base and base[k].shape == v.shape and bool((base[k] == v).all()))}
 save_file(kept, dst / "delta.safetensors")
 (dst / "STRIPPED").write_text(f"{len(delta) - len(kept)} tensors equal to weights/wolofmrl-text left out\n")
 EOF
   done
-  tar -czf "${OUT:-/tmp}/quality.tar.gz" -C $dest . && ls -la "${OUT:-/tmp}"
+  # what comes back: at most 8 files of at most 16 MiB each
+  tar -czf /tmp/quality.tar.gz -C $dest . && split -b 15m /tmp/quality.tar.gz "${OUT:-/tmp}/quality.tar.gz.part-" \
+    && ls -la "${OUT:-/tmp}"   # here: cat quality.tar.gz.part-* | tar -xzf -
 }
 
 setup
