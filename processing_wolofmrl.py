@@ -153,8 +153,12 @@ def _decode_encoded(source: str | bytes, name: str) -> tuple[np.ndarray, int]:
         errors.append("torchcodec is not installed")
     except Exception as err:
         errors.append(str(err))
-    raise ValueError(f"could not decode audio {label} ({'; '.join(errors)}); is it a valid WAV/FLAC/OGG/MP3 file? "
-                     f"({name}; `pip install soundfile` reads WAV/FLAC/OGG/MP3)")
+    # decoders' own messages can be multi-line C++ traces: their first line says enough
+    reasons = "; ".join(e.strip().splitlines()[0][:160] if e.strip() else "unreadable" for e in errors)
+    missing = [e for e in errors if e.endswith("is not installed")]
+    hint = " Install soundfile (`pip install soundfile`) to read WAV/FLAC/OGG/MP3." if missing else ""
+    raise ValueError(f"could not decode audio {label} ({name}): not a readable audio file — is it WAV/FLAC/OGG/MP3? "
+                     f"({reasons}).{hint}")
 
 
 def _check_wav_complete(data: bytes, label: str) -> None:

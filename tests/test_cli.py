@@ -177,3 +177,19 @@ def test_unsupported_document_files_are_named_not_dropped_silently(tmp_path, cap
     with caplog.at_level("WARNING", logger="wolofmrl.cli"):
         assert iter_document_files(tmp_path) == [tmp_path / "a.txt"]
     assert "skipped 1 file(s) of unsupported types (.docx: 1)" in caplog.text
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["embed", "--text", "x", "--dim", "0", "--out", "e.npy"], "leave out --dim"),
+    (["embed", "--audio", "missing.wav", "--out", "e.npy"], "audio file 'missing.wav' not found"),
+    (["search", "no_index", "missing.wav"], "audio file 'missing.wav' not found"),
+])
+def test_argument_mistakes_fail_before_the_model_loads(argv, message, capsys, tmp_path, monkeypatch):
+    """Typos are refused by `check_arguments`, before the command (and its model load) runs: exit 2 and a message
+    naming the argument."""
+    from wolofmrl import cli
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(cli.COMMANDS, argv[0], lambda args: pytest.fail("the command ran: the check came too late"))
+    assert cli.main(argv) == 2
+    assert message in capsys.readouterr().err

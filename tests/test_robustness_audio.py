@@ -306,3 +306,12 @@ def test_all_silence_and_short_clips_are_left_alone(tiny):
     blip = np.zeros(16000, np.float32)
     blip[8000:8100] = 0.5  # louder part shorter than one spectrogram window: the clip stays whole
     assert trim_silence(blip).size >= 400
+
+
+def test_a_document_passed_as_audio_gets_a_short_clear_error(tmp_path):
+    """A .docx (a zip) given as the query audio: one readable message, not the decoders' multi-line C++ traces."""
+    doc = tmp_path / "notes.docx"
+    doc.write_bytes(b"PK\x03\x04" + bytes(range(256)) * 8)
+    with pytest.raises(ValueError, match="not a readable audio file") as err:
+        load_audio(str(doc))
+    assert "\n" not in str(err.value) and len(str(err.value)) < 700

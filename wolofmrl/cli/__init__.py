@@ -168,10 +168,27 @@ def cmd_serve(args) -> int:
 COMMANDS = {"index": cmd_index, "search": cmd_search, "embed": cmd_embed, "serve": cmd_serve}
 
 
+def check_arguments(args) -> None:
+    """Checks that need no model: run before the (slow) model load so that a typo fails in well under a second.
+
+    Raises ValueError / FileNotFoundError naming the argument and the fix."""
+    dim = getattr(args, "dim", None)
+    if dim is not None:
+        config = Path(args.model or "") / "config.json" if getattr(args, "model", None) else None
+        width = json.loads(config.read_text()).get("embedding_dim") if config and config.is_file() else None
+        if dim < 1 or (width and dim > width):
+            raise ValueError(f"--dim {dim}: use a width in 1..{width or 'the model width'}"
+                             + (" or leave out --dim for the full width" if args.command == "embed" else ""))
+    for path in list(getattr(args, "audio", None) or []) + list(getattr(args, "queries", None) or []):
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"audio file {path!r} not found: pass an existing audio file")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `wolofmrl` console script. Returns the exit status (0 ok, 2 bad input)."""
     args = parser().parse_args(argv)
     try:
+        check_arguments(args)
         return COMMANDS[args.command](args)
     except (ValueError, FileNotFoundError, FileExistsError) as err:
         print(f"wolofmrl {args.command}: error: {err}", file=sys.stderr)
