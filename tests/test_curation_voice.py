@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from wolofmrl.curation import voice
-from wolofmrl.curation.audio import decode, encode
+from processing_wolofmrl import decode_audio as decode
+from wolofmrl.curation.audio import encode
 
 WO = "Ndank-ndank mooy jàpp golo ci ñaay"
 FR = "Doucement, on attrape le singe dans la brousse."

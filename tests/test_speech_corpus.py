@@ -182,12 +182,12 @@ def test_tiny_synth_resumes_and_redoes_corrupt_chunk(tmp_path):
     card = synth(texts, out, vc, sc, workers=1, log=lambda m: None)
     assert card["run"]["corrupt_chunks_redone"] == 1 and card["run"]["chunks_voiced"] == 1
     assert (out / "train" / "train-00000.parquet").read_bytes() == first  # same input, same bytes
-    from wolofmrl.curation.audio import decode
+    from processing_wolofmrl import decode_audio
     from wolofmrl.curation.shards import load_split
 
     ds = load_split(out, "test", decode=False)
     assert len(ds) == 2 and all(is_held_out(v) for v in ds["voice"])
-    x, sr = decode(ds[0]["audio"]["bytes"])
+    x, sr = decode_audio(ds[0]["audio"]["bytes"])
     assert sr == 16000 and 0.3 < len(x) / sr < 5 and ds[0]["transcript"] == "Xët wu njëkk"
     assert pq.read_schema(out / "test" / "test-00000.parquet").names[-1] == "transcript"
     assert "synthetic" in (out / "DATACARD.md").read_text()

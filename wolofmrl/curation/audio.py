@@ -59,14 +59,9 @@ def encode(x: np.ndarray, fmt: str = "flac", sr: int = SAMPLE_RATE) -> tuple[byt
     raise ValueError(f"audio_format must be flac or opus, not {fmt!r}")
 
 
-def decode(data: bytes) -> tuple[np.ndarray, int]:
-    """Any soundfile-readable bytes → (float32 mono, sample rate). Raises on corrupt input."""
-    return decode_audio(bytes(data))  # the project's one audio decoder
-
-
 def load_16k(data: bytes) -> tuple[np.ndarray, int]:
     """Decode and resample to 16 kHz mono; returns (wave, original sample rate)."""
-    x, sr = decode(data)
+    x, sr = decode_audio(bytes(data))  # the project's one audio decoder
     return to_16k(x, sr), sr
 
 

@@ -162,14 +162,14 @@ def load_split(data_dir: str | Path, split: str, decode: bool = True, verify: bo
 
 
 def decode_audio(value: dict):
-    """``{"bytes", "path"}`` → ``{"array", "sampling_rate"}`` with soundfile (no torchcodec).
+    """``{"bytes", "path"}`` → ``{"array", "sampling_rate"}`` through ``processing_wolofmrl.decode_audio``.
 
     Raises:
         ValueError: the bytes do not decode; the message names the row (its ``path`` is ``<row id>.<ext>``)."""
-    from .audio import decode
+    from processing_wolofmrl import decode_audio as decode_bytes
 
     try:
-        x, sr = decode(value["bytes"])
+        x, sr = decode_bytes(bytes(value["bytes"]))
     except Exception as e:
         row = Path(value.get("path") or "?").stem
         raise ValueError(f"audio of corpus row {row!r} does not decode ({type(e).__name__}: {e}); its shard is "
