@@ -295,7 +295,8 @@ class Meter:
         return {"samples_per_s": t["samples"] / seconds, "tflops_per_device": t["flops"] / seconds / 1e12,
                 "mfu": t["flops"] / seconds / self.peak if self.peak else None, "train_seconds": seconds,
                 "wall_seconds": time.time() - start_wall, "processes": run.accelerator.num_processes,
-                "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"}
+                "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+                "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None}
 
 
 def micro_step(run: Run, batch: dict) -> tuple[bool, dict]:
