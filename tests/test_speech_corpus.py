@@ -237,7 +237,7 @@ def test_tiny_synth_two_engines_unseen_split_and_budget(tmp_path):
                  ("fr", "Enregistrer les modifications", "train"), ("es", "Guardar los cambios", "train"),
                  ("wo", "Ndax mën nga ñëw?", "unseen_test"), ("fr", "Nouvelle partie", "unseen_dev")])]
     texts = write_texts(rows, tmp_path / "t.jsonl.gz")
-    card = synth(texts, tmp_path / "c", vc, sc, workers=2, log=lambda m: None)
+    card = synth(texts, tmp_path / "c", vc, sc, workers=1, log=lambda m: None)
     assert not card["dropped"], card["dropped"]
     assert {"espeak", "mbrola"} <= set(card["hours_per_engine"])
     assert card["hours_per_engine"]["mbrola"]["train"] > 0
