@@ -17,7 +17,8 @@ from wolofmrl.curation.speech_texts import HELD, _apply_leakage, build_texts, re
 from wolofmrl.curation.speech_voices import check_voice_config, parse_voice, plan_row, wolof_respelling
 from wolofmrl.curation.store import Drops
 from wolofmrl.curation.text import dedupe_key
-from wolofmrl.voices import is_held_out
+from wolofmrl.curation.unseen import unseen_split
+from wolofmrl.voices import engine, is_held_out
 
 ROOT = Path(__file__).resolve().parents[1]
 FIX = ROOT / "tests" / "fixtures"
@@ -65,12 +66,14 @@ def test_text_build_counts_splits_and_leakage(built):
     texts = {t for r in rows for t in (r["transcript"], r["wo_text"], r["fr_text"])}
     assert not texts & {"Tapez cette phrase", "Bindal kàddu gii ci kaw"}
     assert any(r["transcript"] == "Choisissez une langue" for r in rows)  # the demo catalog beside them is
-    # the curation split rule: a sentence keeps the split the pair pipeline gives it (dev/test/intent stay held)
+    # the curation split rule: a sentence keeps the split the pair pipeline gives it (dev/test/intent stay held),
+    # unless its whole source is held out (unseen_dev / unseen_test, `unseen`)
     specs = pipeline.source_specs(cfg)
     for r in rows:
         if not r["text_only"]:
-            assert r["split"] == pipeline.sentence_split({"source": r["source"], "sentence_id": r["sentence_id"]},
-                                                         cfg, specs)
+            assert r["group"].startswith(r["source"] + "/")
+            assert r["split"] == (unseen_split(r["source"], r["group"].split("/", 1)[1]) or pipeline.sentence_split(
+                {"source": r["source"], "sentence_id": r["sentence_id"]}, cfg, specs))
     assert {"train", "dev", "test", "intent"} <= {r["split"] for r in rows}
     # leakage: no train text equals any held-out text
     held = {dedupe_key(t) for r in rows if r["split"] in HELD
@@ -189,5 +192,62 @@ def test_tiny_synth_resumes_and_redoes_corrupt_chunk(tmp_path):
     assert len(ds) == 2 and all(is_held_out(v) for v in ds["voice"])
     x, sr = decode_audio(ds[0]["audio"]["bytes"])
     assert sr == 16000 and 0.3 < len(x) / sr < 5 and ds[0]["transcript"] == "Xët wu njëkk"
-    assert pq.read_schema(out / "test" / "test-00000.parquet").names[-1] == "transcript"
+    assert pq.read_schema(out / "test" / "test-00000.parquet").names[-2:] == ["transcript", "group"]
     assert "synthetic" in (out / "DATACARD.md").read_text()
+
+
+READING = ROOT / "train" / "configs" / "data" / "reading.yaml"
+
+
+def test_voice_plan_mbrola_and_unseen_splits():
+    vc = load_config(READING)["voices"]
+    check_voice_config(vc)
+    rows = [{"id": f"r{i}", "text_only": False, "speech_lang": lang, "transcript": "Ndax mën nga ñëw ci xew wi?",
+             "split": split, "source": "t"} for i, (lang, split) in enumerate(
+                 [(lg, sp) for lg in ("wo", "fr", "es", "de") for sp in ("train", "unseen_dev", "unseen_test")] * 20)]
+    engines = {}
+    for r in rows:
+        clips = plan_row(r, vc)
+        assert clips, r  # unseen rows are voiced (as eval data)
+        for c in clips:
+            assert is_held_out(c["voice"]) == (r["split"] != "train"), c["voice"]
+            engines.setdefault((r["speech_lang"], r["split"] == "train"), set()).add(c["engine"])
+    assert engines[("wo", True)] == {"espeak", "mbrola"} and engines[("fr", True)] == {"espeak", "mbrola"}
+    assert engines[("wo", False)] == {"espeak", "mbrola"}  # the held-out MBROLA voice es3
+    assert engines[("de", True)] == {"espeak"}  # no MBROLA voice for German in the plan
+    for reserved in ("fr1", "fr4"):
+        with pytest.raises(ValueError, match="reserved"):
+            check_voice_config({**vc, "mbrola_train": [*vc["mbrola_train"], reserved]})
+        with pytest.raises(ValueError, match="reserved"):
+            is_held_out(f"mbrola-fr-{reserved}-p50-s100")
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None or shutil.which("mbrola") is None
+                    or not Path("/usr/share/mbrola/es1").exists(),
+                    reason="espeak-ng / mbrola voices not installed (bash train/apt_contrib.sh install)")
+def test_tiny_synth_two_engines_unseen_split_and_budget(tmp_path):
+    cfg = load_config(READING)
+    vc = {**cfg["voices"], "wo_train": 4, "other_train": 2, "mbrola_share": 0.5}
+    sc = {**cfg["synth"], "chunk_size": 4}
+    base = {"source": "t", "license": "MIT", "text_only": False, "group": "t/g"}
+    rows = [{**base, "id": f"s{i}-{lg}", "sentence_id": f"s{i}", "source_key": str(i), "speech_lang": lg,
+             "transcript": t, "wo_text": t if lg == "wo" else None, "fr_text": "Merci" if lg == "wo" else t,
+             "split": sp} for i, (lg, t, sp) in enumerate([
+                 ("wo", "Jërëjëf, ba beneen yoon", "train"), ("wo", "Xët wu njëkk", "train"),
+                 ("fr", "Enregistrer les modifications", "train"), ("es", "Guardar los cambios", "train"),
+                 ("wo", "Ndax mën nga ñëw?", "unseen_test"), ("fr", "Nouvelle partie", "unseen_dev")])]
+    texts = write_texts(rows, tmp_path / "t.jsonl.gz")
+    card = synth(texts, tmp_path / "c", vc, sc, workers=1, log=lambda m: None)
+    assert not card["dropped"], card["dropped"]
+    assert {"espeak", "mbrola"} <= set(card["hours_per_engine"])
+    assert card["hours_per_engine"]["mbrola"]["train"] > 0
+    assert card["splits"]["unseen_test"]["kept"] == 2 and card["splits"]["unseen_dev"]["kept"] == 1
+    from wolofmrl.curation.shards import load_split
+
+    ds = load_split(tmp_path / "c", "unseen_test", decode=False)
+    assert all(is_held_out(v) for v in ds["voice"]) and set(ds["group"]) == {"t/g"}
+    assert {engine(v) for v in load_split(tmp_path / "c", "train", decode=False)["voice"]} == {"espeak", "mbrola"}
+    # a budget keeps fewer train clips, every held-out clip
+    small = synth(texts, tmp_path / "b", vc, sc, workers=1, log=lambda m: None, max_train_hours=0.001)
+    assert 0 < small["splits"]["train"]["clips"] < card["splits"]["train"]["clips"]
+    assert small["splits"]["unseen_test"]["clips"] == card["splits"]["unseen_test"]["clips"]

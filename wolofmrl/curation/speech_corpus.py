@@ -1,15 +1,18 @@
-"""The stage-2 speech corpus (issue 16): build the texts here, voice them with espeak-ng where cores are many.
+"""The speech corpora (issues 16, 23): build the texts here, voice them with espeak-ng and MBROLA where cores are many.
 
-    python -m wolofmrl.curation.speech_corpus texts --config train/configs/data/quality.yaml [--fetch]
-    python -m wolofmrl.curation.speech_corpus synth --texts T.jsonl.gz --out DIR --workers N
+    python -m wolofmrl.curation.speech_corpus texts --config train/configs/data/reading.yaml [--fetch]
+    python -m wolofmrl.curation.speech_corpus synth --texts T.jsonl.gz --out DIR --workers N [--max-train-hours H]
     python -m wolofmrl.curation.speech_corpus text-shards --texts T.jsonl.gz --out DIR   # stage 1: text pairs only
 
 `synth` writes corpus shards in the schema of `shards.py` plus a ``transcript`` column (the text spoken; for
 Wolof the CLAD text, not its respelling): ``DIR/<split>/<split>-<chunk>.parquet``, Audio ``{bytes, path}`` FLAC
-16 kHz, so ``load_split(DIR, "train")`` reads them. Each chunk is written atomically with a JSON record
+16 kHz, so ``load_split(DIR, "train")`` reads them; a ``group`` column names the row's source group (splits:
+train, dev, test and the whole-source unseen_dev / unseen_test of `unseen`). Each chunk is written atomically with a JSON record
 (``DIR/_chunks/``) holding its sha256 and counts: a killed run resumes at the first unfinished chunk, a chunk
 whose bytes no longer match its checksum is redone. ``DIR/DATACARD.md`` / ``card.json``: hours per language,
-voice, reader, variant and source; counts kept and dropped per reason. All audio is synthetic (espeak-ng).
+engine, voice, reader, variant, source and split; counts kept and dropped per reason. ``--max-train-hours`` voices a
+deterministic subset of the train clips (estimated from text length), every held-out clip still voiced.
+All audio is synthetic (espeak-ng, MBROLA).
 """
 from __future__ import annotations
 
@@ -23,14 +26,16 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .store import dumps, stable_hash
-from .speech_voices import check_voice_config, parse_voice, plan_row
+from .speech_voices import VOICED_SPLITS, check_voice_config, parse_voice, plan_row
 
-SPLITS = ("train", "dev", "test")
-EXTRA_COLUMNS = ["transcript"]
+SPLITS = VOICED_SPLITS
+EXTRA_COLUMNS = ["transcript", "group"]
+CHARS_PER_S = 14.0  # espeak-ng at 100 % speed, measured on this corpus: plans --max-train-hours before voicing
 
 
 # --------------------------------------------------------------------------- schema
@@ -52,7 +57,8 @@ def corpus_schema() -> pa.Schema:
         meta = {b"huggingface": json.dumps({"info": {"features": feats}}).encode()}
         return pa.schema(fields, metadata=meta)
     f = features()
-    f["transcript"] = Value("string")
+    for c in EXTRA_COLUMNS:
+        f[c] = Value("string")
     return f.arrow_schema
 
 
@@ -61,15 +67,18 @@ _FALLBACK_FEATURES = {
     "id": _S, "sentence_id": _S, "source": _S, "source_key": _S, "license": _S, "wo_text": _S, "fr_text": _S,
     "speech_lang": _S, "audio": {"sampling_rate": 16000, "_type": "Audio"}, "voice": _S,
     "duration_s": {"dtype": "float64", "_type": "Value"}, "synthetic": {"dtype": "bool", "_type": "Value"},
-    "split": _S, "transcript": _S,
+    "split": _S, "transcript": _S, "group": _S,
 }
 
 
 # --------------------------------------------------------------------------- plan
-def plan_chunks(rows, vc: dict, chunk_size: int, sample_every: int = 1) -> list[tuple[str, int, list[dict]]]:
+def plan_chunks(rows, vc: dict, chunk_size: int, sample_every: int = 1,
+                max_train_hours: float | None = None) -> list[tuple[str, int, list[dict]]]:
     """[(split, index, clips)] in a fixed order. A clip carries its row's shard fields and its voice.
 
-    `sample_every` > 1 keeps every n-th clip (a deterministic sample for timing a build).
+    `sample_every` > 1 keeps every n-th clip (a deterministic sample for timing a build). `max_train_hours` keeps
+    the train clips, in a salted hash order, until their estimated audio (text length / `CHARS_PER_S`, speed-scaled)
+    reaches it; held-out splits are kept whole.
     """
     check_voice_config(vc)
     per_split: dict[str, list[dict]] = {s: [] for s in SPLITS}
@@ -81,14 +90,33 @@ def plan_chunks(rows, vc: dict, chunk_size: int, sample_every: int = 1) -> list[
                 continue
             per_split[row["split"]].append({**{k: row[k] for k in ("sentence_id", "source", "source_key", "license",
                                                                     "speech_lang", "transcript", "wo_text", "fr_text",
-                                                                    "split")}, **clip})
+                                                                    "split")}, "group": row.get("group") or "", **clip})
+    if max_train_hours is not None:
+        per_split["train"] = _budget(per_split["train"], max_train_hours)
     return [(split, i // chunk_size, clips[i: i + chunk_size]) for split, clips in per_split.items()
             for i in range(0, len(clips), chunk_size)]
 
 
-def plan_fingerprint(texts_path: str | Path, vc: dict, synth: dict, sample_every: int) -> str:
+def estimated_s(clip: dict) -> float:
+    """Seconds of audio a clip will hold, estimated from its text (before voicing)."""
+    return len(clip["espeak_text"]) / CHARS_PER_S * 100.0 / parse_voice(clip["voice"])[3] + 0.3
+
+
+def _budget(clips: list[dict], max_hours: float) -> list[dict]:
+    order = sorted(range(len(clips)), key=lambda i: stable_hash("train-budget", clips[i]["clip_id"]))
+    keep, total = set(), 0.0
+    for i in order:
+        if total >= max_hours * 3600:
+            break
+        keep.add(i)
+        total += estimated_s(clips[i])
+    return [c for i, c in enumerate(clips) if i in keep]
+
+
+def plan_fingerprint(texts_path: str | Path, vc: dict, synth: dict, sample_every: int,
+                     max_train_hours: float | None = None) -> str:
     h = hashlib.sha256(Path(texts_path).read_bytes()).hexdigest()
-    return f"{stable_hash(h, dumps(vc), dumps(synth), str(sample_every)):016x}"
+    return f"{stable_hash(h, dumps(vc), dumps(synth), str(sample_every), str(max_train_hours)):016x}"
 
 
 # --------------------------------------------------------------------------- one chunk
@@ -98,8 +126,11 @@ def _synth_clip(clip: dict, synth: dict) -> tuple[dict | None, str | None]:
     from .voice import espeak, to_16k
 
     reader, variant, pitch, speed = parse_voice(clip["voice"])
-    try:
-        x, sr = espeak(clip["espeak_text"], reader, variant, pitch, speed / 100.0, reader=reader)
+    mb = variant if clip["engine"] == "mbrola" else None
+    amp = (synth.get("mbrola_amplitude") or {}).get(variant, 100) if mb else 100
+    try:  # lang=None: the text is already respelled for its reader
+        x, sr = espeak(clip["espeak_text"], None, variant, pitch, speed / 100.0, reader=reader, mbrola=mb,
+                       amplitude=amp)
     except Exception as e:  # espeak-ng missing, crashed, or wrote no audio
         return None, f"tts_failed:{type(e).__name__}"
     x = to_16k(x, sr)
@@ -114,9 +145,11 @@ def _synth_clip(clip: dict, synth: dict) -> tuple[dict | None, str | None]:
         return None, "too_long"
     if m["rms"] < synth["min_rms"]:
         return None, "silence"
+    if float(np.mean(np.abs(x) >= 0.999)) > synth.get("max_clip_fraction", 0.001):
+        return None, "clipped"
     data, ext = encode(x, "flac")
     row = {k: clip[k] for k in ("sentence_id", "source", "source_key", "license", "speech_lang", "voice", "split",
-                                "transcript")}
+                                "transcript", "group")}
     row.update(id=clip["clip_id"], wo_text=clip["wo_text"] or "", fr_text=clip["fr_text"] or "",
                audio={"bytes": data, "path": f"{clip['clip_id']}.{ext}"}, duration_s=float(m["duration_s"]),
                synthetic=True)
@@ -145,7 +178,7 @@ def synth_chunk(args: tuple) -> dict:
         rows.append(row)
         r, variant = parse_voice(row["voice"])[:2]
         for key in (f"lang:{row['speech_lang']}", f"voice:{row['voice']}", f"reader:{r}", f"variant:{variant}",
-                    f"source:{row['source']}"):
+                    f"source:{row['source']}", f"engine:{clip['engine']}"):
             seconds[key] += row["duration_s"]
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu_s = time.process_time() - cpu0 + (kids.ru_utime - kids0.ru_utime) + (kids.ru_stime - kids0.ru_stime)
@@ -193,23 +226,34 @@ def check_espeak(vc: dict) -> str:
     missing = [v for v in variants if not (Path(data) / "voices" / "!v" / v).exists()]
     if missing:  # espeak-ng silently falls back to its default voice for an unknown variant
         raise RuntimeError(f"espeak-ng variants {missing} are not in {data}/voices/!v: remove them from voices:")
+    if float(vc.get("mbrola_share", 0)) > 0:
+        from ..voices import HELD_OUT_MBROLA, TRAIN_MBROLA
+
+        if not shutil.which("mbrola"):
+            raise RuntimeError("voices.mbrola_share > 0 but mbrola is not on PATH: unpack the mbrola .deb "
+                               "(train/device_speech_corpus.sh run does) or set mbrola_share: 0")
+        names = [*vc.get("mbrola_train", TRAIN_MBROLA), *vc.get("mbrola_heldout", HELD_OUT_MBROLA)]
+        gone = [m for m in names if not ((Path(data) / "mbrola" / m).exists() or Path(f"/usr/share/mbrola/{m}").exists())]
+        if gone:  # espeak-ng would fail on every clip of these voices
+            raise RuntimeError(f"MBROLA voices {gone} are in neither {data}/mbrola/ nor /usr/share/mbrola/: "
+                               "install mbrola-<voice> (bash train/device_speech_corpus.sh prepare fetches them)")
     return data
 
 
 def synth(texts: str | Path, out: str | Path, vc: dict, synth_cfg: dict, workers: int = 1, sample_every: int = 1,
-          stop_after_chunks: int | None = None, log=print) -> dict:
+          stop_after_chunks: int | None = None, log=print, max_train_hours: float | None = None) -> dict:
     """Voice every planned clip of `texts` into `out` (resumable); returns the data card dict."""
     from .speech_texts import read_texts
 
     out = Path(out)
     check_espeak(vc)
-    fp = plan_fingerprint(texts, vc, synth_cfg, sample_every)
+    fp = plan_fingerprint(texts, vc, synth_cfg, sample_every, max_train_hours)
     out.mkdir(parents=True, exist_ok=True)
     stamp = out / "_plan_fingerprint"
     if stamp.exists() and stamp.read_text() != fp:
         raise ValueError(f"--out {out} holds chunks of another text file or voice plan: use a new --out or delete it")
     stamp.write_text(fp)
-    chunks = plan_chunks(read_texts(texts), vc, int(synth_cfg["chunk_size"]), sample_every)
+    chunks = plan_chunks(read_texts(texts), vc, int(synth_cfg["chunk_size"]), sample_every, max_train_hours)
     todo, redone = [], Counter()
     for split, idx, clips in chunks:
         ok, why = chunk_done(out, split, idx)
@@ -248,7 +292,8 @@ def synth(texts: str | Path, out: str | Path, vc: dict, synth_cfg: dict, workers
     wall = time.perf_counter() - t0
     run = {"workers": workers, "wall_s": round(wall, 1), "chunks_voiced": done, "clips_voiced": clips_done,
            "clips_per_s": round(clips_done / wall, 2) if wall and done else None,
-           "corrupt_chunks_redone": redone["corrupt"], "sample_every": sample_every}
+           "corrupt_chunks_redone": redone["corrupt"], "sample_every": sample_every,
+           "max_train_hours": max_train_hours}
     return write_card(out, chunks, vc, run)
 
 
@@ -277,7 +322,7 @@ def write_card(out: Path, chunks: list, vc: dict, run: dict) -> dict:
         if split == "train":
             wo_voices.update(meta["wo_voices_per_sentence"])
     train_voices = {k[6:] for k in seconds["train"] if k.startswith("voice:")}
-    held_voices = {k[6:] for s in ("dev", "test") for k in seconds[s] if k.startswith("voice:")}
+    held_voices = {k[6:] for s in SPLITS if s != "train" for k in seconds[s] if k.startswith("voice:")}
     audio_s = sum(v for s in SPLITS for k, v in seconds[s].items() if k.startswith("lang:"))
     checks = {"train_voices_held_out": sorted(v for v in train_voices if is_held_out(v)),
               "dev_test_voices_not_held_out": sorted(v for v in held_voices if not is_held_out(v)),
@@ -291,10 +336,12 @@ def write_card(out: Path, chunks: list, vc: dict, run: dict) -> dict:
         keys = sorted({k for s in SPLITS for k in seconds[s] if k.startswith(prefix)})
         return {k[len(prefix):]: {s: _hours(seconds[s][k]) for s in SPLITS} for k in keys}
 
-    card = {"all_audio_synthetic": True, "engine": "espeak-ng", "hours": _hours(audio_s),
+    engines = sorted({k[7:] for s in SPLITS for k in seconds[s] if k.startswith("engine:")})
+    card = {"all_audio_synthetic": True, "engine": ", ".join(engines) or "espeak", "hours": _hours(audio_s),
             "splits": {s: {**per_split[s], "hours": _hours(sum(v for k, v in seconds[s].items()
                                                                 if k.startswith("lang:")))} for s in SPLITS},
             "hours_per_language": table("lang:"), "hours_per_source": table("source:"),
+            "hours_per_engine": table("engine:"),
             "hours_per_reader": table("reader:"), "hours_per_variant": table("variant:"),
             "hours_per_voice": table("voice:"), "dropped": dict(sorted(dropped.items())), "checks": checks,
             "cpu_s": round(cpu_s, 1), "real_time_factor_per_core": round(audio_s / cpu_s, 1) if cpu_s else None,
@@ -305,19 +352,22 @@ def write_card(out: Path, chunks: list, vc: dict, run: dict) -> dict:
 
 
 def _card_markdown(card: dict) -> str:
-    lines = ["# Data card: stage-2 speech corpus (issue 16)", "",
-             "**All audio here is synthetic** (espeak-ng voices; Wolof is respelled Wolof read by the Swahili, "
-             "Indonesian, Malay and Spanish voices: espeak-ng has no Wolof). It is not Wolof speakers: every number "
-             "measured on it says how a model does on synthetic speech.", "",
+    lines = ["# Data card: speech corpus (issues 16, 23)", "",
+             f"**All audio here is synthetic** (engines: {card['engine']}; Wolof is respelled Wolof read by the "
+             "Swahili, Indonesian, Malay and Spanish voices and MBROLA's Spanish diphones: neither engine has Wolof). "
+             "It is not Wolof speakers: every number measured on it says how a model does on synthetic speech.", "",
              f"Total: {card['hours']} h. Train voices never include a held-out voice (`wolofmrl.voices.is_held_out`); "
-             "dev/test clips are spoken only by held-out voices; intent-bucket sentences are not voiced.", "",
+             "dev/test/unseen_dev/unseen_test clips are spoken only by held-out voices; intent-bucket sentences are "
+             "not voiced. unseen_* hold whole sources out (`wolofmrl.curation.unseen`).", "",
              "| split | clips planned | kept | hours |", "|---|---:|---:|---:|"]
     for s, v in card["splits"].items():
         lines.append(f"| {s} | {v.get('clips', 0)} | {v.get('kept', 0)} | {v['hours']} |")
-    for title, key in (("language", "hours_per_language"), ("source", "hours_per_source"),
-                       ("reading voice language", "hours_per_reader"), ("espeak-ng variant", "hours_per_variant")):
-        lines += ["", f"## Hours per {title}", "", f"| {title} | train | dev | test |", "|---|---:|---:|---:|"]
-        lines += [f"| {k} | {v['train']} | {v['dev']} | {v['test']} |" for k, v in card[key].items()]
+    for title, key in (("engine", "hours_per_engine"), ("language", "hours_per_language"),
+                       ("source", "hours_per_source"), ("reading voice language", "hours_per_reader"),
+                       ("espeak-ng variant / MBROLA voice", "hours_per_variant")):
+        lines += ["", f"## Hours per {title}", "", f"| {title} | {' | '.join(SPLITS)} |",
+                  "|---|" + "---:|" * len(SPLITS)]
+        lines += [f"| {k} | {' | '.join(str(v.get(s, 0)) for s in SPLITS)} |" for k, v in card.get(key, {}).items()]
     voices = card["hours_per_voice"]
     tr = sorted(v["train"] for v in voices.values() if v["train"])
     lines += ["", f"## Voices: {len(voices)} distinct", "",
@@ -381,6 +431,8 @@ def main(argv=None) -> int:
     s.add_argument("--config", default="train/configs/data/quality.yaml", help="its voices: and synth: sections")
     s.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     s.add_argument("--sample-every", type=int, default=1, help="voice every n-th clip only (timing a build)")
+    s.add_argument("--max-train-hours", type=float, help="voice a deterministic subset of the train clips of about "
+                   "this many hours (estimated from text length); held-out splits whole")
     s.add_argument("--stop-after-chunks", type=int, help=argparse.SUPPRESS)  # tests: a simulated kill
     ts = sub.add_parser("text-shards", help="the Wolof-French text pairs as audio-less shards (stage 1)")
     ts.add_argument("--texts", required=True)
@@ -408,11 +460,11 @@ def main(argv=None) -> int:
         raise SystemExit(f"--texts {args.texts}: no such file; build it with `... speech_corpus texts`")
     try:
         card = synth(args.texts, args.out, cfg["voices"], cfg["synth"], args.workers, args.sample_every,
-                     args.stop_after_chunks, log=lambda m: print(m, flush=True))
+                     args.stop_after_chunks, log=lambda m: print(m, flush=True), max_train_hours=args.max_train_hours)
     except KeyboardInterrupt as e:
         print(f"interrupted: {e}; rerun the same command to resume", file=sys.stderr)
         return 130
-    print(json.dumps({k: card[k] for k in ("hours", "splits", "hours_per_language", "dropped", "checks", "cpu_s",
+    print(json.dumps({k: card[k] for k in ("hours", "splits", "hours_per_engine", "hours_per_language", "dropped", "checks", "cpu_s",
                                            "real_time_factor_per_core", "run")}, indent=1))
     return 0
 

@@ -2,21 +2,27 @@
 
 Rows (one JSON object per line, gzip)::
 
-    {"id", "sentence_id", "source", "source_key", "license", "speech_lang", "transcript", "wo_text", "fr_text",
-     "en_text", "split", "text_only"}
+    {"id", "sentence_id", "source", "source_key", "group", "license", "speech_lang", "transcript", "wo_text",
+     "fr_text", "en_text", "split", "text_only"}
 
 - every Wolof string the offline sources hold (read by the curation pipeline's own ingest + normalise stages),
   also those with no French twin (``fr_text`` null);
 - speech <-> own-transcript strings in French and other languages (gettext catalogs and MediaWiki i18n of the
   fetched Debian packages), with the Wolof / French twin of the same message where one exists;
-- text-only Wolof-French word pairs (CLDR display names and emoji names, Wolof numerals) for the text stage.
+- text-only Wolof-French word pairs (CLDR display names and emoji names, Wolof numerals) for the text stage;
+- Wolof word sequences from the lexicons for reading practice (`wordseq`, ``source: wolof_wordseq``, train only,
+  when the config has a ``wordseq`` section).
 
-Splits follow `pipeline.sentence_split` on `pipeline.sentence_id(source, group, key)`, so a message shares its
+``group`` names the row's source group (`unseen.source_group`: ``gettext/<package>:<domain>``,
+``mediawiki/<i18n dir>``, ``debconf/<package>``, ...), so an evaluation can show where a row came from.
+
+Whole sources named by `unseen.unseen_split` are ``unseen_dev`` / ``unseen_test`` (every language); the others
+follow `pipeline.sentence_split` on `pipeline.sentence_id(source, group, key)`, so a message shares its
 split with its Wolof pair in the existing corpus and with its translations in every language. A string whose
 near-duplicates (`dedupe_key`) include a dev/test/intent sentence is held out with it. Leakage rule: a train row
 whose transcript, Wolof or French text equals (after `dedupe_key`) any dev/test/intent text is dropped
-(``leak_text``), and so is one translating the same English message as a held-out Wolof sentence
-(``leak_en_msgid``).
+(``leak_text``), and so is one translating the same English message as a held-out Wolof sentence or as any
+unseen-source row (``leak_en_msgid``).
 """
 from __future__ import annotations
 
@@ -29,11 +35,12 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Iterator
 
-from . import offline_sources, pipeline
+from . import offline_sources, pipeline, unseen
 from .store import Drops, Stage, dumps, read_jsonl, unit_interval
 from .text import clean, dedupe_key, junk_reason, n_words, normalize_french, strip_accelerators, wolof_number
 
-HELD = ("test", "dev", "intent")  # never trained on; order = preference when near-duplicates disagree
+# never trained on; order = preference when near-duplicates disagree (an unseen-source copy wins)
+HELD = ("unseen_test", "unseen_dev", "test", "dev", "intent")
 
 
 # --------------------------------------------------------------------------- other-language catalogs
@@ -219,7 +226,7 @@ def _speech_rows(sents: dict, split_of: dict, cfg: dict, drops: Drops) -> list[d
             drops.note(f"near_duplicates_merged_{lang}", len(members) - 1)
             s = sents[sid]
             rows.append({"id": f"{sid}-{lang}", "sentence_id": sid, "source": s["source"], "source_key": s["key"],
-                         "license": s["license"], "speech_lang": lang, "transcript": s["texts"][lang],
+                         "group": unseen.source_group(s["source"], s["group"]), "license": s["license"], "speech_lang": lang, "transcript": s["texts"][lang],
                          "wo_text": s["texts"].get("wo"), "fr_text": s["texts"].get("fr"), "en_text": s["en"] or None,
                          "split": split_of[sid], "text_only": False})
     return rows
@@ -236,7 +243,7 @@ def _text_only_rows(cfg: dict, drops: Drops, seen_wo: set) -> list[dict]:
         keys.add(k)
         sid = pipeline.sentence_id(source, group, key)
         rows.append({"id": f"{sid}-pair", "sentence_id": sid, "source": source, "source_key": key,
-                     "license": "Unicode-3.0 (CLDR)" if source == "cldr" else "MIT (wolof-numbers 0.3.0 checks)",
+                     "group": unseen.source_group(source, group), "license": "Unicode-3.0 (CLDR)" if source == "cldr" else "MIT (wolof-numbers 0.3.0 checks)",
                      "speech_lang": None, "transcript": None, "wo_text": wo, "fr_text": fr, "en_text": None,
                      "split": pipeline.sentence_split({"source": source, "sentence_id": sid}, split_cfg, {}),
                      "text_only": True})
@@ -248,7 +255,7 @@ def _apply_leakage(rows: list[dict], sents: dict, split_of: dict, drops: Drops) 
     for sid, s in sents.items():
         if split_of[sid] in HELD:
             held_text |= {dedupe_key(s["texts"][lg]) for lg in ("wo", "fr") if s["texts"].get(lg)}
-            if s["texts"].get("wo") and s["en"]:
+            if s["en"] and (s["texts"].get("wo") or split_of[sid] in unseen.UNSEEN_SPLITS):
                 held_en.add(dedupe_key(s["en"]))
     for r in rows:
         if r["split"] in HELD:
@@ -274,19 +281,53 @@ def build_texts(cfg: dict, work: str | Path | None = None) -> tuple[list[dict], 
     drops = Drops()
     sents = _collect(cfg, work, drops)
     specs = pipeline.source_specs(cfg)
-    split_of = {sid: pipeline.sentence_split({"source": s["source"], "sentence_id": sid}, cfg, specs)
+    split_of = {sid: unseen.unseen_split(s["source"], s["group"])
+                or pipeline.sentence_split({"source": s["source"], "sentence_id": sid}, cfg, specs)
                 for sid, s in sents.items()}
     rows = _speech_rows(sents, split_of, cfg, drops)
     rows += _text_only_rows(cfg, drops, {dedupe_key(r["transcript"]) for r in rows if r["speech_lang"] == "wo"})
-    rows = sorted(_apply_leakage(rows, sents, split_of, drops), key=lambda r: r["id"])
+    rows = _apply_leakage(rows, sents, split_of, drops)
+    if cfg.get("wordseq"):
+        rows += _wordseq_rows(cfg, rows, drops)
+    rows.sort(key=lambda r: r["id"])
+    return rows, texts_report(rows, drops)
+
+
+def texts_report(rows: list[dict], drops: Drops) -> dict:
+    """Counts per language / split / source / unseen group, distinct spoken strings, drops by reason."""
     counts = Counter((r["speech_lang"] or "text_only", r["split"]) for r in rows)
     distinct = {(r["speech_lang"], dedupe_key(r["transcript"])) for r in rows if not r["text_only"]}
-    report = {"rows": len(rows), "distinct_spoken_strings": len(distinct),
-              "per_lang_split": {f"{lg}/{sp}": n for (lg, sp), n in sorted(counts.items())},
-              "per_source": dict(sorted(Counter(f"{r['source']}:{r['speech_lang'] or 'text_only'}"
-                                                for r in rows).items())),
-              **drops.as_dict()}
-    return rows, report
+    return {"rows": len(rows), "distinct_spoken_strings": len(distinct),
+            "per_split": dict(sorted(Counter(r["split"] for r in rows).items())),
+            "per_lang": dict(sorted(Counter(r["speech_lang"] or "text_only" for r in rows).items())),
+            "per_lang_split": {f"{lg}/{sp}": n for (lg, sp), n in sorted(counts.items())},
+            "per_source": dict(sorted(Counter(f"{r['source']}:{r['speech_lang'] or 'text_only'}"
+                                              for r in rows).items())),
+            "unseen_groups": dict(sorted(Counter(f"{r['split']}|{r['group']}|{r['speech_lang'] or 'text_only'}"
+                                                 for r in rows if r["split"] in unseen.UNSEEN_SPLITS).items())),
+            "wo_with_fr_twin": {sp: sum(1 for r in rows if r["split"] == sp and r["speech_lang"] == "wo"
+                                        and r["fr_text"]) for sp in ("train", "dev", "test", *unseen.UNSEEN_SPLITS)},
+            **drops.as_dict()}
+
+
+def _wordseq_rows(cfg: dict, rows: list[dict], drops: Drops) -> list[dict]:
+    """Train-only Wolof word sequences (`wordseq`) from FreeDict, CLDR, wolof-normalizer and wolof-numbers units."""
+    from .wordseq import normalizer_vocabulary, word_sequences
+
+    lexicon_rows = [r for r in rows if r["split"] == "train" and r["source"] in ("freedict", "cldr", "wolof_numbers")]
+    units = [r["wo_text"] for r in lexicon_rows] + normalizer_vocabulary()
+    license = "; ".join(sorted({r["license"] for r in lexicon_rows} | {"MIT (wolof-normalizer 0.2.0)"}))
+    held = {dedupe_key(t) for r in rows if r["split"] != "train" for t in (r["wo_text"], r["transcript"])
+            if t and (r["speech_lang"] in ("wo", None))}
+    seen = {dedupe_key(r["transcript"]) for r in rows if r["speech_lang"] == "wo"}
+    out = []
+    for i, text in enumerate(word_sequences(units, held - {""}, seen, cfg["wordseq"], drops)):
+        sid = pipeline.sentence_id("wolof_wordseq", "lexicons", str(i))
+        out.append({"id": f"{sid}-wo", "sentence_id": sid, "source": "wolof_wordseq", "source_key": str(i),
+                    "group": unseen.source_group("wolof_wordseq", "lexicons"),
+                    "license": license, "speech_lang": "wo", "transcript": text, "wo_text": text,
+                    "fr_text": None, "en_text": None, "split": "train", "text_only": False})
+    return out
 
 
 def write_texts(rows: list[dict], path: str | Path) -> str:

@@ -211,15 +211,21 @@ def _read_wav_stdout(raw: bytes) -> tuple[np.ndarray, int]:
 
 
 def espeak(text: str, lang: str, variant: str = "m1", pitch: int = 50, speed: float = 1.0,
-           reader: str | None = None) -> tuple[np.ndarray, int]:
+           reader: str | None = None, mbrola: str | None = None, amplitude: int = 100) -> tuple[np.ndarray, int]:
     """espeak-ng speaks `text`; (float32 mono, its sample rate). `reader` is the espeak-ng language that reads it
-    (default: fr for French, sw for Wolof, which is then respelled by `wolof_for_swahili`)."""
+    (default: fr for French, sw for Wolof, which is then respelled by `wolof_for_swahili`; pass ``lang=None`` for
+    text that is already respelled). `mbrola`: an MBROLA voice (``es2``) spoken as espeak-ng's ``mb-<voice>``
+    instead of `reader` + `variant` (needs the ``mbrola`` binary and the voice's data). `amplitude`: espeak-ng's
+    ``-a`` (0-200; some MBROLA voices clip at the default 100)."""
     voice = reader or ("fr" if lang == "fr" else "sw")
     if lang == "wo" and voice == "sw":
         text = wolof_for_swahili(text)
+    if mbrola in ("fr1", "fr4"):
+        raise ValueError(f"MBROLA {mbrola} is reserved for an independent evaluation: use it nowhere")
     wpm = int(round(165 * speed))
-    raw = subprocess.run(["espeak-ng", "-v", f"{voice}+{variant}", "-p", str(pitch), "-s", str(wpm), "--stdout", text],
-                         check=True, capture_output=True).stdout
+    v = f"mb-{mbrola}" if mbrola else f"{voice}+{variant}"
+    raw = subprocess.run(["espeak-ng", "-v", v, "-p", str(pitch), "-s", str(wpm), "-a", str(int(amplitude)),
+                          "--stdout", text], check=True, capture_output=True).stdout
     return _read_wav_stdout(raw)
 
 
