@@ -139,7 +139,7 @@ def resume(accelerator, path: Path, identity: dict, position: dict, log=lambda r
     except Exception as err:  # torch / safetensors raise OSError, RuntimeError, SafetensorError...
         raise ResumeError(f"checkpoint {path} could not be loaded ({type(err).__name__}: {err}); start over with "
                           "--resume none (or delete the folder to resume from an older checkpoint)") from err
-    return {k: state[k] for k in position}
+    return {k: state.get(k, position[k]) for k in position}  # older checkpoints lack audio_seconds
 
 
 class BestTrainable:
