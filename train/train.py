@@ -242,7 +242,7 @@ def resume_or_start(run: Run):
     cfg, out = run.cfg, run.output_dir
     path = latest_checkpoint(out) if cfg.resume == "auto" else (Path(cfg.resume) if cfg.resume else None)
     if path is not None:
-        run.position = resume(run.accelerator, path, run.identity, run.position, run.log)
+        run.position = resume(run.accelerator, path, run.identity, run.position, run.log, dataclasses.asdict(cfg))
         run.log({"event": "resume", "from": str(path), **run.position}, echo=True)
     elif run.accelerator.is_main_process:
         for stale in (out / "checkpoints", out / "best"):
