@@ -474,6 +474,18 @@ class WolofMRLModel(WolofMRLPreTrainedModel):
         """
         return self._tokens(*self.speech_frames(input_features, attention_mask, input_values))
 
+    def reading_tokens(self, tokens: torch.Tensor, token_mask: torch.Tensor):
+        """`speech_tokens` at the rate the token-level loss reads them: fusion's as they are; dual's projected frames
+        averaged over windows of `adapter_stride` frames (fusion's rate, a quarter of the memory of frame-rate CTC).
+        Returns (B, T'', hidden) and the (B, T'') mask."""
+        if self.config.strategy != "dual" or self.config.adapter_stride <= 1:
+            return tokens, token_mask
+        stride, pad = self.config.adapter_stride, (-tokens.shape[1]) % self.config.adapter_stride
+        weight = F.pad(token_mask.to(tokens.dtype), (0, pad)).unflatten(1, (-1, stride))  # (B, T'', stride)
+        summed = (F.pad(tokens, (0, 0, 0, pad)).unflatten(1, (-1, stride)) * weight[..., None]).sum(2)
+        count = weight.sum(-1)
+        return summed / count.clamp(min=1)[..., None], (count > 0).long()
+
     def _tokens(self, frames: torch.Tensor, mask: torch.Tensor):
         if self.config.strategy == "dual":
             return self.adapter.proj(frames), mask

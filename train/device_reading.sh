@@ -9,10 +9,12 @@
 #   session 1, calls 2.. (no carry):                        bash train/device_reading.sh wait 540
 #   session 1, last call:                                    bash train/device_reading.sh wait 60 pack
 #   here: mkdir -p .reading_resume && cp <files_at>/reading.tar.part-* <files_at>/reading.manifest .reading_resume/
-#   session 2, call 1 (carry build/carry .device_speech):  bash train/device_reading.sh synth text
-#   session 2, call 2 (carry .reading_resume):             bash train/device_reading.sh resume train
-#   (the pieces may exceed what one call carries beside the backbones: carry them over several calls, `resume`
-#    gathers pieces until the manifest's set is complete, then unpacks; `train` continues the same runs)
+#   session 2, call 1 (carry build/carry .device_speech):  bash train/device_reading.sh synth
+#   session 2, call 2 (carry .reading_resume, <= 4 pieces + the manifest: 64 MiB a call):
+#                                                            bash train/device_reading.sh resume
+#   session 2, call 3 (carry .reading_resume, the other pieces + the manifest): bash train/device_reading.sh resume train
+#   (`resume` gathers pieces until the manifest's set is complete, then unpacks, stage-1 choice included; `train`
+#    continues the same runs; STEPS=<larger> continues them past the old budget)
 #
 # Steps: synth (espeak-ng corpus, train/device_speech_corpus.sh; SAMPLE_EVERY / MAX_HOURS pass through; rerun
 # resumes), text (stage 1 head || head+LoRA, the better on SENTENCE-only dev -> runs/reading/text), train (launch
@@ -30,17 +32,17 @@ STEPS=${STEPS:-4000}
 SEED=${SEED:-0}
 RUNS=${RUNS:-"fusion_ctc fusion dual_ctc"}   # <strategy>[_ctc]
 WORKERS=${WORKERS:-4}                         # loader workers per run (3 runs x 4 + 3 main processes ~ 16 cores)
-SESSION_MINUTES=${SESSION_MINUTES:-22}
+SESSION_MINUTES=${SESSION_MINUTES:-15}        # launch + this + ~3 (final evals) + pack must fit the session
 CTC_WEIGHT=${CTC_WEIGHT:-1.0}
 LOGS=$ROOT/logs
 mkdir -p "$LOGS"
 
 setup() {
+  export PYTHONPATH="$PWD:/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
   if ! python3 -c "import soundfile" 2>/dev/null && ls .device_speech/whl/*.whl >/dev/null 2>&1; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
       .device_speech/whl/*.whl
   fi
-  export PYTHONPATH="$PWD:/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
   [ -f build/backbones/multilingual-e5-small/model.safetensors ] || [ ! -d build/carry ] \
     || python3 -m wolofmrl.portable unpack --bundle build/carry --root build/backbones
 }

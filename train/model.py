@@ -116,8 +116,8 @@ class PairEncoder(nn.Module):
                                                  input_values=batch.get("input_values"))
             out["q"] = m.embed_speech_tokens(tokens, token_mask)
             if self.ctc is not None:  # per row: the tokens of this micro-batch only (no GradCache, checked in config)
-                out["ctc"], parts = self.ctc(tokens, token_mask, batch["ctc_ids"], batch["ctc_lens"],
-                                             m.text_model.get_input_embeddings().weight)
+                out["ctc"], parts = self.ctc(*m.reading_tokens(tokens, token_mask), batch["ctc_ids"],
+                                             batch["ctc_lens"], m.text_model.get_input_embeddings().weight)
                 out["ctc_skipped"] = parts["ctc_skipped"]
             with torch.no_grad():
                 out["d"] = m.encode_text(batch["d_ids"], batch["d_mask"])

@@ -90,6 +90,7 @@ class ReadingDev:
                 tokens, mask = model.speech_tokens(input_features=feats.get("input_features"),
                                                    attention_mask=feats["speech_mask"],
                                                    input_values=feats.get("input_values"))
+                tokens, mask = model.reading_tokens(tokens, mask)
             for row, best in zip(rows, ctc_greedy(ctc.logits(tokens, weight), mask)):
                 hyp, lang = self.targets.decode(best), row["speech_lang"]
                 dist, n = cer(hyp, row["transcript"])
@@ -100,6 +101,12 @@ class ReadingDev:
         metrics = {f"dev/cer_{lang}": round(errors[lang] / max(totals[lang], 1), 4) for lang in sorted(totals)}
         metrics.update({f"dev/ctc_clips_{lang}": sum(r["speech_lang"] == lang for r in self.clips) for lang in totals})
         return metrics, shown
+
+    def report(self, model, ctc, device, dtype, log, step: int) -> dict:
+        """`evaluate`, the greedy transcripts beside their references printed and logged (`ctc_samples`)."""
+        metrics, shown = self.evaluate(model, ctc, device, dtype)
+        log({"event": "ctc_samples", "step": step, "samples": shown}, echo=True)
+        return metrics
 
 
 def reading_clips(rows: list[dict], langs: list[str], per_lang: int) -> list[dict]:

@@ -261,11 +261,8 @@ def evaluate(run: Run, step: int) -> dict:
         inner = run.accelerator.unwrap_model(run.encoder).model
         metrics = dev_metrics(run, inner)
         score = dev_score(metrics, run.cfg.best_on)
-        reading = {}
-        if run.reading is not None:
-            reading, shown = run.reading.evaluate(inner, run.accelerator.unwrap_model(run.encoder).ctc, run.device,
-                                                  run.dev.dtype)
-            run.log({"event": "ctc_samples", "step": step, "samples": shown}, echo=True)
+        reading = {} if run.reading is None else run.reading.report(
+            inner, run.accelerator.unwrap_model(run.encoder).ctc, run.device, run.dev.dtype, run.log, step)
         hours = run.position["audio_seconds"] * run.accelerator.num_processes / 3600
         run.log({"event": "eval", "step": step, "hours_seen": round(hours, 4), "dev_queries": run.dev.n_queries,
                  "dev_docs": len(run.dev.sids), "dev_score": score, **metrics, **reading}, echo=True)

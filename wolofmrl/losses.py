@@ -163,7 +163,7 @@ class TiedCTCLoss(nn.Module):
     """The reading loss: CTC over the text model's own subwords, the classifier tied to its frozen input embeddings.
 
     Speech tokens (B, T', H) — fusion: the FrameAdapter output the frozen text transformer reads as
-    `inputs_embeds`; dual: the projected frames before pooling — are scored against the L2-normalised frozen
+    `inputs_embeds`; dual: the projected frames before pooling, averaged to fusion's rate — are scored against the L2-normalised frozen
     input-embedding rows of a restricted vocabulary (the subword ids the training transcripts use) plus a learned
     blank vector: logits = scale * cos(token, row), classes [blank, vocab...]. A frame that says a word is pulled
     towards that word's embedding, the one the text model would read. (CTC: Graves et al., 2006.)
