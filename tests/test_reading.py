@@ -75,6 +75,9 @@ def test_rows_that_cannot_fit_are_counted_and_left_out():
     assert tokens.grad[1].abs().sum() > 0 and tokens.grad[0].abs().sum() == 0 and tokens.grad[2].abs().sum() == 0
     none, parts = ctc(tokens[[0, 2]], mask[[0, 2]], targets[[0, 2]], torch.tensor([3, 3]), embed)
     assert none.item() == 0 and parts["ctc_skipped"].item() == 2 and none.requires_grad  # a graph, no NaN
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # training runs under bf16 autocast: the loss stays fp32
+        mixed, _ = ctc(tokens.bfloat16(), mask, targets, torch.tensor([3, 3, 3]), embed.bfloat16())
+    assert mixed.dtype == torch.float32 and torch.allclose(mixed, loss, rtol=0.05)
 
 
 def test_greedy_decoding_round_trips_a_perfect_posterior():
@@ -141,6 +144,9 @@ def test_train_with_ctc_then_resume_to_more_steps_and_pack(tmp_path, capsys):
     moved = latest_checkpoint(other / out.name)
     assert moved is not None and checkpoint_state(moved, json.loads((moved / "trainer_state.json").read_text())["run"])
     assert len(pieces) <= 7 and (tmp_path / "out" / "reading.manifest").is_file()
+    moved_on = train(run_cfg(other / out.name, max_steps=4))  # the next machine continues the same run
+    resumed = [json.loads(line) for line in open(other / out.name / "log.jsonl")]
+    assert any(r.get("event") == "resume" and r["step"] == 3 for r in resumed) and moved_on["step"] == 4
 
     learning_curve([str(out), "--out", str(tmp_path / "curve")])
     assert (tmp_path / "curve.png").stat().st_size > 0
