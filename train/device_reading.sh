@@ -103,6 +103,7 @@ chain() {  # one run in the background: phase 1 then phase 2, each stopping at t
 
 train() {
   [ -f "$ROOT/text/delta.safetensors" ] || { echo "no $ROOT/text: run the text step first" >&2; return 1; }
+  [ -f "$CORPUS/card.json" ] || { echo "the corpus $CORPUS is not complete: call synth again" >&2; return 1; }
   local deadline=$(( $(date +%s) + SESSION_MINUTES * 60 )) run
   for run in $RUNS; do
     if [ -f "$LOGS/$run.pid" ] && kill -0 "$(cat "$LOGS/$run.pid")" 2>/dev/null; then echo "$run running"; continue; fi
