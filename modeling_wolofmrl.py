@@ -238,7 +238,11 @@ class DualProjection(nn.Module):
         self.mlp = nn.Sequential(nn.GELU(), nn.Linear(out_dim, out_dim))
 
     def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        pooled = masked_mean(self.proj(frames), mask)
+        return self.pool(self.proj(frames), mask)
+
+    def pool(self, projected: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, T, out_dim) projected frames (`proj` output) -> (B, out_dim): masked mean, then the residual MLP."""
+        pooled = masked_mean(projected, mask)
         return pooled + self.mlp(pooled)
 
 
@@ -461,6 +465,41 @@ class WolofMRLModel(WolofMRLPreTrainedModel):
             )
         return seq, mask
 
+    def speech_tokens(self, input_features=None, attention_mask=None, input_values=None):
+        """The speech tokens at the text model's width, as the token-level (reading) loss supervises them:
+        (B, T', hidden) and their (B, T') mask.
+
+        fusion: the FrameAdapter output (T' = ceil(T / adapter_stride)), the `inputs_embeds` the frozen text
+        transformer reads between prompt and suffix; dual: the projected frames before pooling (T' = T).
+        """
+        return self._tokens(*self.speech_frames(input_features, attention_mask, input_values))
+
+    def reading_tokens(self, tokens: torch.Tensor, token_mask: torch.Tensor):
+        """`speech_tokens` at the rate the token-level loss reads them: fusion's as they are; dual's projected frames
+        averaged over windows of `adapter_stride` frames (fusion's rate, a quarter of the memory of frame-rate CTC).
+        Returns (B, T'', hidden) and the (B, T'') mask."""
+        if self.config.strategy != "dual" or self.config.adapter_stride <= 1:
+            return tokens, token_mask
+        stride, pad = self.config.adapter_stride, (-tokens.shape[1]) % self.config.adapter_stride
+        weight = F.pad(token_mask.to(tokens.dtype), (0, pad)).unflatten(1, (-1, stride))  # (B, T'', stride)
+        summed = (F.pad(tokens, (0, 0, 0, pad)).unflatten(1, (-1, stride)) * weight[..., None]).sum(2)
+        count = weight.sum(-1)
+        return summed / count.clamp(min=1)[..., None], (count > 0).long()
+
+    def _tokens(self, frames: torch.Tensor, mask: torch.Tensor):
+        if self.config.strategy == "dual":
+            return self.adapter.proj(frames), mask
+        return self.adapter(frames, mask)
+
+    def embed_speech_tokens(self, tokens: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
+        """Speech tokens (`speech_tokens`) -> pooled + head embedding at full width, not normalised: (B, hidden)."""
+        if self.config.strategy == "dual":
+            return self._head(self.adapter.pool(tokens, token_mask))
+        text_dtype = self.text_model.get_input_embeddings().weight.dtype
+        seq, seq_mask = self._fuse(tokens.to(text_dtype), token_mask)
+        hidden = self.text_model(inputs_embeds=seq, attention_mask=seq_mask).last_hidden_state
+        return self._head(pool(hidden, seq_mask, self.config.text_pooling))
+
     def encode_speech(self, input_features=None, attention_mask=None, input_values=None,
                       window_to_clip=None) -> torch.Tensor:
         """Pooled + head speech embedding at full width, not normalised: (B, hidden).
@@ -472,14 +511,7 @@ class WolofMRLModel(WolofMRLPreTrainedModel):
             raise ValueError("speech embeddings need input_features (or input_values): pass **processor(audio=...); "
                              "for text use get_text_embeddings")
         frames, mask = self.speech_frames(input_features, attention_mask, input_values)
-        if self.config.strategy == "dual":
-            embeds = self._head(self.adapter(frames, mask))
-        else:
-            tokens, tok_mask = self.adapter(frames, mask)
-            text_dtype = self.text_model.get_input_embeddings().weight.dtype
-            seq, seq_mask = self._fuse(tokens.to(text_dtype), tok_mask)
-            hidden = self.text_model(inputs_embeds=seq, attention_mask=seq_mask).last_hidden_state
-            embeds = self._head(pool(hidden, seq_mask, self.config.text_pooling))
+        embeds = self.embed_speech_tokens(*self._tokens(frames, mask))
         if window_to_clip is not None:
             embeds = pool_windows(embeds, as_tensor(window_to_clip), mask.sum(-1))
         return embeds

@@ -23,6 +23,12 @@ from train.config import TrainConfig
 from train.text_lora import MAX_DELTA_MB, delta_megabytes
 
 STATE_FILE = "trainer_state.json"  # written last: a checkpoint without it is incomplete and ignored
+# config fields a resume may change: the step budget and run hygiene (where and how often to log, evaluate, save; how
+# many loader workers). Any other field differing from the checkpoint's config is refused, with its name.
+MAY_CHANGE_ON_RESUME = frozenset({
+    "max_steps", "stop_after_steps", "max_train_minutes", "resume", "output_dir", "delta_out", "num_workers",
+    "log_every", "eval_every", "save_every", "keep_checkpoints", "eval_max_queries", "eval_batch_size",
+    "tensorboard", "save_model", "peak_tflops", "feature_cache_dir", "features_on", "ctc_dev_clips"})
 
 
 class ResumeError(ValueError):
@@ -75,8 +81,9 @@ def save_checkpoint(accelerator, output_dir: Path, position: dict, cfg: TrainCon
     return path
 
 
-def checkpoint_state(path: Path, identity: dict) -> dict:
-    """The trainer state of checkpoint `path` after checking it: same run identity, every file intact.
+def checkpoint_state(path: Path, identity: dict, config: dict | None = None) -> dict:
+    """The trainer state of checkpoint `path` after checking it: same run identity, same config but for
+    MAY_CHANGE_ON_RESUME (when `config` is given), every file intact.
 
     Raises:
         ResumeError: a setting differs from the checkpoint's (named, with its old and new value), or a file is
@@ -92,6 +99,15 @@ def checkpoint_state(path: Path, identity: dict) -> dict:
             raise ResumeError(
                 f"checkpoint {path} was written with {key}={recorded[key]!r} but this run has {key}={value!r}; "
                 f"resume with the old value ({_how_to_set(key, recorded[key])}) or start over with --resume none")
+    old_config = state.get("config", {})
+    for key, value in (config or {}).items():
+        if key in MAY_CHANGE_ON_RESUME or key in identity or key == "data" or key not in old_config:
+            continue  # identity keys and data were checked above, with their own advice
+        if old_config[key] != value:
+            raise ResumeError(
+                f"checkpoint {path} was written with {key}={old_config[key]!r} but this run has {key}={value!r}; "
+                f"only the step budget and run hygiene ({', '.join(sorted(MAY_CHANGE_ON_RESUME))}) may change on "
+                f"resume: resume with --set {key}={json.dumps(old_config[key])} or start over with --resume none")
     for name, digest in state.get("files", {}).items():
         file = path / name
         if not file.is_file() or _sha256(file) != digest:
@@ -126,12 +142,14 @@ def adapt_processes(state: dict, processes: int, log) -> dict:
     return position
 
 
-def resume(accelerator, path: Path, identity: dict, position: dict, log=lambda record: None) -> dict:
-    """Load checkpoint `path` into the prepared objects; returns the data position to continue from.
+def resume(accelerator, path: Path, identity: dict, position: dict, log=lambda record: None,
+           config: dict | None = None) -> dict:
+    """Load checkpoint `path` into the prepared objects; returns the data position to continue from. A larger
+    `max_steps` continues the same run (the scheduler's horizon becomes the new budget).
 
     Raises:
         ResumeError: see `checkpoint_state`, or accelerate could not load a file (named with the fix)."""
-    state = checkpoint_state(path, identity)
+    state = checkpoint_state(path, identity, config)
     if state.get("run", {}).get("processes", identity["processes"]) != identity["processes"]:
         state = adapt_processes(state, identity["processes"], log)
     try:
@@ -139,7 +157,7 @@ def resume(accelerator, path: Path, identity: dict, position: dict, log=lambda r
     except Exception as err:  # torch / safetensors raise OSError, RuntimeError, SafetensorError...
         raise ResumeError(f"checkpoint {path} could not be loaded ({type(err).__name__}: {err}); start over with "
                           "--resume none (or delete the folder to resume from an older checkpoint)") from err
-    return {k: state[k] for k in position}
+    return {k: state.get(k, position[k]) for k in position}  # older checkpoints lack audio_seconds
 
 
 class BestTrainable:

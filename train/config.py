@@ -46,6 +46,12 @@ class TrainConfig:
     distill: str | None = None  # None | "cosine" | "mse": pull the speech embedding towards the transcript's
     distill_weight: float = 0.0
     transcript_weight: float = 0.0  # extra InfoNCE speech <-> transcript (the Wolof text as a second positive)
+    # the reading loss (wolofmrl.losses.TiedCTCLoss, train/reading.py): CTC of the speech tokens over the transcript's
+    # subwords, classifier tied to the frozen input embeddings of the subwords the training transcripts use
+    ctc_weight: float = 0.0  # 0: off
+    ctc_scale_init: float = 20.0  # logit scale of the tied CTC classifier (1 / temperature)
+    ctc_learn_scale: bool = True
+    ctc_dev_clips: int = 64  # dev clips per language for the reading diagnostic (greedy transcripts, dev/cer_<lang>)
     text_pairs: list[str] = field(default_factory=lambda: ["wo-fr", "fr-fr"])  # text stage: query-passage langs
     text_head_init: str = "identity"  # text stage: "identity" | "pca"
     speech_langs: list[str] = field(default_factory=lambda: ["wo"])
@@ -110,6 +116,11 @@ class TrainConfig:
             raise ValueError(f"data needs exactly one of corpus: <folder> or synthetic: <rows>, got {self.data}")
         if self.stage == "text" and (self.distill or self.transcript_weight):
             raise ValueError("distill / transcript_weight apply to the speech stage")
+        if self.ctc_weight and self.stage != "speech":
+            raise ValueError("ctc_weight (the reading loss) applies to the speech stage; set ctc_weight: 0")
+        if self.ctc_weight and 0 < self.grad_cache_chunk < self.batch_size:
+            raise ValueError("ctc_weight > 0 needs GradCache off (the CTC loss is per row over (B, T', H) tokens): set "
+                             "grad_cache_chunk: 0, or ctc_weight: 0")
         if self.frozen_dtype == "bfloat16" and self.mixed_precision != "bf16":
             raise ValueError("frozen_dtype: bfloat16 needs mixed_precision: bf16")
 

@@ -203,10 +203,11 @@ class Collator:
     loop to featurize on the device in one batched STFT (train/speech_data.featurize_on_device)."""
 
     def __init__(self, processor, stage: str, max_text_tokens: int, need_transcript: bool, whisper: bool,
-                 features_on_device: bool = False):
+                 features_on_device: bool = False, ctc_targets=None):
         self.processor, self.stage, self.max_len = processor, stage, max_text_tokens
         self.need_transcript, self.whisper = need_transcript, whisper
         self.features_on_device = features_on_device
+        self.ctc_targets = ctc_targets  # train/reading.CTCTargets: the transcript's subword classes (reading loss)
 
     def _text(self, texts, kind):
         t = self.processor(text=texts, text_kind=kind, max_length=self.max_len, return_tensors="pt")
@@ -218,6 +219,11 @@ class Collator:
             batch["q_ids"], batch["q_mask"] = self._text([it["query"] for it in items], "query")
             batch["d_ids"], batch["d_mask"] = self._text([it["doc"] for it in items], "passage")
             return batch
+        # seconds of audio per clip (the learning curve's hours of audio seen)
+        batch["seconds"] = torch.tensor([len(it["wave"]) / 16000 if "wave" in it else
+                                         it["features"].shape[-1] / (100 if self.whisper else 16000) for it in items])
+        if self.ctc_targets is not None:
+            batch["ctc_ids"], batch["ctc_lens"] = self.ctc_targets([it["transcript"] for it in items])
         if "wave" in items[0] and self.features_on_device:
             batch["waves"] = [it["wave"] for it in items]
         elif "wave" in items[0]:

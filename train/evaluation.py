@@ -77,6 +77,8 @@ class DevSet:
         index = {sid: i for i, sid in enumerate(self.sids)}
         self.fr = [unique[s]["fr_text"] for s in self.sids]
         self.wo = [(unique[s]["wo_text"], i) for i, s in enumerate(self.sids) if unique[s]["wo_text"]]
+        # sentence-only queries (stage 1 is chosen on them): >= SENTENCE_WORDS words, no word-list source
+        self.wo_sentences = [(t, i) for t, i in self.wo if is_sentence(t, unique[self.sids[i]].get("source"), cfg)]
         self.waves, self.hard_waves, self.cache_documents = waves, hard_waves, cache_documents
         self.clip_relevant = None if clips is None else torch.tensor([index[r["sentence_id"]] for r in clips])
         self.processor, self.cfg = processor, cfg
@@ -98,16 +100,22 @@ class DevSet:
         return self._documents
 
     def text_recall(self, model, dims, device, weight=None, task="text_wo2fr") -> dict:
-        """Written Wolof -> French passage recall; `weight`: evaluate another head (identity, PCA) instead."""
+        """Written Wolof -> French passage recall, every query (`<task>`) and sentence queries only (`<task>_sent`:
+        >= 4 words, no word-list source; none without such queries); `weight`: evaluate another head instead."""
         with head_weight(model, weight):
             q = self._texts(model, [t for t, _ in self.wo], "query", device)
             d = self._texts(model, self.fr, "passage", device) if weight is not None else self.documents(model, device)
-        return recall_table(q, d, torch.tensor([i for _, i in self.wo]), dims, task)
+        out = recall_table(q, d, torch.tensor([i for _, i in self.wo]), dims, task)
+        sentences = set(self.wo_sentences)
+        keep = [k for k, pair in enumerate(self.wo) if pair in sentences]
+        if keep:
+            out.update(recall_table(q[keep], d, torch.tensor([self.wo[k][1] for k in keep]), dims, f"{task}_sent"))
+        return out
 
-    def speech_recall(self, model, dims, device) -> dict:
-        """Spoken Wolof -> French passage recall, clean (`speech2fr`) and hard (`speech2fr_hard`)."""
+    def speech_recall(self, model, dims, device, task: str = "speech2fr") -> dict:
+        """Spoken Wolof -> French passage recall, clean (`<task>`) and hard (`<task>_hard`)."""
         d, out = self.documents(model, device), {}
-        for task, waves in (("speech2fr", self.waves), ("speech2fr_hard", self.hard_waves)):
+        for task, waves in ((task, self.waves), (f"{task}_hard", self.hard_waves)):
             if waves is not None:
                 q = encode_speech(model, self.processor, waves, batch_size=self.cfg.eval_batch_size, device=device,
                                   dtype=self.dtype, progress=False, sampling_rate=16000)
@@ -115,15 +123,28 @@ class DevSet:
         return out
 
 
+SENTENCE_WORDS = 4
+AUTO_BEST = ("speech2fr_unseen_hard", "speech2fr_unseen", "speech2fr_hard", "text_wo2fr_sent")
+
+
+def is_sentence(text: str, source: str | None, cfg) -> bool:
+    """A dev query that is a sentence: at least SENTENCE_WORDS words and not from a word-list source."""
+    from train.data import is_word_source
+
+    return len(text.split()) >= SENTENCE_WORDS and not is_word_source(source, cfg.word_sources)
+
+
 def dev_score(metrics: dict, best_on: str = "auto") -> float:
-    """The keep-best score: mean of the dev metrics whose name starts with `best_on + "/"` ("auto": the hard speech
-    condition when evaluated, else every metric; "all": every metric).
+    """The keep-best score: mean of the dev Recall metrics whose name starts with `best_on + "/"` ("auto": the first
+    of AUTO_BEST evaluated — unseen sources hard, unseen clean, hard, written sentences —, else every Recall metric;
+    "all": every Recall metric; the reading diagnostic `dev/...` (CER, lower is better) never counts).
 
     Raises:
         ValueError: `best_on` names no metric."""
+    recall = {k: v for k, v in metrics.items() if not k.startswith("dev/")}
     if best_on == "auto":
-        best_on = "speech2fr_hard" if any(k.startswith("speech2fr_hard/") for k in metrics) else "all"
-    chosen = [v for k, v in metrics.items() if best_on == "all" or k.startswith(best_on + "/")]
+        best_on = next((t for t in AUTO_BEST if any(k.startswith(t + "/") for k in recall)), "all")
+    chosen = [v for k, v in recall.items() if best_on == "all" or k.startswith(best_on + "/")]
     if not chosen:
         raise ValueError(f"best_on {best_on!r} matches no dev metric; the dev metrics are {sorted(metrics)}")
     return float(np.mean(chosen))

@@ -93,9 +93,10 @@ class PairEncoder(nn.Module):
     speech stage: q = speech,       d = French passage (frozen), t = transcript as a query (frozen teacher)
     """
 
-    def __init__(self, model, cfg: TrainConfig, need_teacher: bool):
+    def __init__(self, model, cfg: TrainConfig, need_teacher: bool, ctc: nn.Module | None = None):
         super().__init__()
         self.model = model
+        self.ctc = ctc  # the reading loss (wolofmrl.losses.TiedCTCLoss) with its learned blank and scale, or None
         self.stage = cfg.stage
         self.need_teacher = need_teacher
         self.fixed_scale = 1.0 / cfg.temperature
@@ -110,8 +111,14 @@ class PairEncoder(nn.Module):
             out["q"] = m.encode_text(batch["q_ids"], batch["q_mask"])
             out["d"] = m.encode_text(batch["d_ids"], batch["d_mask"])
         else:
-            out["q"] = m.encode_speech(input_features=batch.get("input_features"), attention_mask=batch["speech_mask"],
-                                       input_values=batch.get("input_values"))
+            tokens, token_mask = m.speech_tokens(input_features=batch.get("input_features"),
+                                                 attention_mask=batch["speech_mask"],
+                                                 input_values=batch.get("input_values"))
+            out["q"] = m.embed_speech_tokens(tokens, token_mask)
+            if self.ctc is not None:  # per row: the tokens of this micro-batch only (no GradCache, checked in config)
+                out["ctc"], parts = self.ctc(*m.reading_tokens(tokens, token_mask), batch["ctc_ids"],
+                                             batch["ctc_lens"], m.text_model.get_input_embeddings().weight)
+                out["ctc_skipped"] = parts["ctc_skipped"]
             with torch.no_grad():
                 out["d"] = m.encode_text(batch["d_ids"], batch["d_mask"])
                 if self.need_teacher:

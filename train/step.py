@@ -7,10 +7,15 @@ import contextlib
 from wolofmrl.gradcache import GradCache
 
 
-def step_loss(out: dict, batch: dict, criterion, transcript_criterion, transcript_weight: float):
+def step_loss(out: dict, batch: dict, criterion, transcript_criterion, transcript_weight: float,
+              ctc_weight: float = 0.0):
     """Matryoshka InfoNCE of speech/query `q` against passages `d` (+ distillation towards the teacher `t`), plus
-    `transcript_weight` x InfoNCE against the transcript when `transcript_criterion` is set. Returns (loss, parts)."""
+    `transcript_weight` x InfoNCE against the transcript when `transcript_criterion` is set, plus `ctc_weight` x the
+    reading loss `ctc` when the encoder computed it. Returns (loss, parts)."""
     loss, parts = criterion(out["q"], out["d"], out["scale"], teacher=out.get("t"), groups=batch["groups"])
+    if "ctc" in out:
+        loss = loss + ctc_weight * out["ctc"]
+        parts.update({"ctc": out["ctc"].detach(), "ctc_skipped": out["ctc_skipped"]})
     if transcript_criterion is not None:
         extra, extra_parts = transcript_criterion(out["q"], out["t"], out["scale"], groups=batch["groups"])
         loss = loss + transcript_weight * extra

@@ -36,7 +36,8 @@ from train.checkpoints import (BestTrainable, ResumeError, keep_trainable_only, 
                                resume, run_identity, save_checkpoint, write_delta)
 from train.config import TrainConfig, load_config  # noqa: E402
 from train.data import (BucketBatchSampler, Collator, TextPairs, data_identity, load_rows,  # noqa: E402
-                        speech_training_set, text_pairs)
+                        read_corpus, speech_training_set, text_pairs)
+from train.reading import build_reading, save_ctc_head  # noqa: E402
 from train.evaluation import DevSet, dev_score, head_weight, pca_rotation  # noqa: E402
 from train.flops import FlopCounter, peak_flops  # noqa: E402
 from train.logger import Logger  # noqa: E402
@@ -75,8 +76,13 @@ class Run:
     scheduler: object = None
     loss_fn: object = None
     best: BestTrainable | None = None
-    position: dict = field(default_factory=lambda: {"step": 0, "epoch": 0, "batch_in_epoch": 0, "micro": 0})
+    position: dict = field(default_factory=lambda: {"step": 0, "epoch": 0, "batch_in_epoch": 0, "micro": 0,
+                                                    "audio_seconds": 0.0})
     meter: object = None
+    ctc: object = None  # the reading loss (ctc_weight > 0): TiedCTCLoss, its targets, its dev diagnostic
+    ctc_targets: object = None
+    reading: object = None
+    unseen: DevSet | None = None  # dev clips of held-out sources (corpus split unseen_dev), when the corpus has them
 
     @property
     def device(self):
@@ -134,6 +140,11 @@ def build_data(run: Run):
         rows = speech_rows(train_rows, cfg.speech_langs, max_seconds, cfg.speech_target, run.log)
         train_set, lengths = speech_training_set(cfg, rows, run.processor, run.accelerator, run.log, max_seconds)
         run.dev = speech_dev_set(run, dev_rows, max_seconds)
+        run.unseen = unseen_dev_set(run, max_seconds)
+        if cfg.ctc_weight > 0:
+            run.ctc, run.ctc_targets, run.reading = build_reading(cfg, model, run.processor, rows, dev_rows,
+                                                                  cfg.num_workers, run.log,
+                                                                  run.accelerator.is_main_process)
         on_device = cfg.augment is not None and (cfg.features_on == "device" or (
             cfg.features_on == "auto" and run.device.type == "cuda" and whisper))
     else:
@@ -142,7 +153,8 @@ def build_data(run: Run):
         run.dev = DevSet(dev_rows, cfg, run.processor)
     run.sampler = BucketBatchSampler(lengths, cfg.batch_size, cfg.bucket_batches, cfg.seed,
                                      with_epoch=cfg.stage == "speech" and cfg.augment is not None)
-    collate = Collator(run.processor, cfg.stage, cfg.max_text_tokens, run.need_teacher, whisper, on_device)
+    collate = Collator(run.processor, cfg.stage, cfg.max_text_tokens, run.need_teacher, whisper, on_device,
+                       run.ctc_targets)
     run.loader = DataLoader(train_set, batch_sampler=run.sampler, num_workers=cfg.num_workers, collate_fn=collate,
                             persistent_workers=cfg.num_workers > 0, pin_memory=torch.cuda.is_available())
     run.identity = run_identity(cfg, run.accelerator.num_processes, data_identity(cfg))
@@ -161,6 +173,17 @@ def speech_dev_set(run: Run, dev_rows: list[dict], max_seconds: float) -> DevSet
             hard = in_workers(ClipWaves(clips, {**cfg.dev_hard, "max_seconds": max_seconds}), cfg.num_workers)
             run.log({"event": "dev_hard", **cfg.dev_hard, "clips": len(hard)})
     return DevSet(dev_rows, cfg, run.processor, clips, waves, hard, cache_documents=True)
+
+
+def unseen_dev_set(run: Run, max_seconds: float) -> DevSet | None:
+    """The dev clips of sources training never saw (corpus split `unseen_dev`), or None (logged) without them."""
+    cfg = run.cfg
+    folder = Path(cfg.data["corpus"]) / "unseen_dev" if "corpus" in cfg.data else None
+    if folder is None or not any(folder.glob("*.parquet")):
+        run.log({"event": "unseen_dev", "present": False, "looked_in": str(folder)})
+        return None
+    run.log({"event": "unseen_dev", "present": True, "looked_in": str(folder)})
+    return speech_dev_set(run, read_corpus(cfg.data["corpus"], "unseen_dev", audio=True), max_seconds)
 
 
 # ---------------------------------------------------------------------------------------------- text baselines
@@ -197,18 +220,20 @@ def build_optimization(run: Run):
     named = [(n, p) for n, p in run.model.named_parameters() if p.requires_grad]
     decayed = [p for n, p in named if p.dim() >= 2 and n != "prompt"]
     rest = [p for _, p in named if not any(p is q for q in decayed)]
+    rest += [p for p in (run.ctc.parameters() if run.ctc is not None else []) if p.requires_grad]
     optimizer = torch.optim.AdamW([{"params": decayed, "weight_decay": cfg.weight_decay},
                                    {"params": rest, "weight_decay": 0.0}], lr=cfg.lr)
     scheduler = get_scheduler(cfg.lr_schedule, optimizer, num_warmup_steps=cfg.warmup_steps,
                               num_training_steps=max(cfg.max_steps, 1))
-    encoder = PairEncoder(run.model, cfg, run.need_teacher)
+    encoder = PairEncoder(run.model, cfg, run.need_teacher, run.ctc)
     run.encoder, run.optimizer, run.loader, run.scheduler = run.accelerator.prepare(encoder, optimizer, run.loader,
                                                                                    scheduler)
     criterion = MatryoshkaInfoNCE(run.dims, cfg.dim_weights, cfg.symmetric, cfg.gather_negatives, cfg.distill,
                                   cfg.distill_weight)
     transcript = MatryoshkaInfoNCE(run.dims, cfg.dim_weights, cfg.symmetric, cfg.gather_negatives) \
         if cfg.transcript_weight > 0 else None
-    run.loss_fn = lambda out, batch: step_loss(out, batch, criterion, transcript, cfg.transcript_weight)
+    run.loss_fn = lambda out, batch: step_loss(out, batch, criterion, transcript, cfg.transcript_weight,
+                                               cfg.ctc_weight)
 
 
 def resume_or_start(run: Run):
@@ -217,7 +242,7 @@ def resume_or_start(run: Run):
     cfg, out = run.cfg, run.output_dir
     path = latest_checkpoint(out) if cfg.resume == "auto" else (Path(cfg.resume) if cfg.resume else None)
     if path is not None:
-        run.position = resume(run.accelerator, path, run.identity, run.position, run.log)
+        run.position = resume(run.accelerator, path, run.identity, run.position, run.log, dataclasses.asdict(cfg))
         run.log({"event": "resume", "from": str(path), **run.position}, echo=True)
     elif run.accelerator.is_main_process:
         for stale in (out / "checkpoints", out / "best"):
@@ -236,8 +261,12 @@ def evaluate(run: Run, step: int) -> dict:
         inner = run.accelerator.unwrap_model(run.encoder).model
         metrics = dev_metrics(run, inner)
         score = dev_score(metrics, run.cfg.best_on)
-        run.log({"event": "eval", "step": step, "dev_queries": run.dev.n_queries, "dev_docs": len(run.dev.sids),
-                 "dev_score": score, **metrics}, echo=True)
+        reading = {} if run.reading is None else run.reading.report(
+            inner, run.accelerator.unwrap_model(run.encoder).ctc, run.device, run.dev.dtype, run.log, step)
+        hours = run.position["audio_seconds"] * run.accelerator.num_processes / 3600
+        run.log({"event": "eval", "step": step, "hours_seen": round(hours, 4), "dev_queries": run.dev.n_queries,
+                 "dev_docs": len(run.dev.sids), "dev_score": score, **metrics, **reading}, echo=True)
+        metrics = {**metrics, **reading}
         if run.cfg.keep_best:
             run.best.offer(step, score, inner)
     run.accelerator.wait_for_everyone()
@@ -247,7 +276,10 @@ def evaluate(run: Run, step: int) -> dict:
 def dev_metrics(run: Run, model) -> dict:
     if run.cfg.stage == "text":
         return run.dev.text_recall(model, run.eval_dims, run.device)
-    return run.dev.speech_recall(model, run.eval_dims, run.device)
+    metrics = run.dev.speech_recall(model, run.eval_dims, run.device)
+    if run.unseen is not None:
+        metrics.update(run.unseen.speech_recall(model, run.eval_dims, run.device, "speech2fr_unseen"))
+    return metrics
 
 
 # ---------------------------------------------------------------------------------------------- the loop
@@ -260,11 +292,13 @@ class Meter:
         self.reset()
 
     def reset(self):
-        self.samples, self.flops, self.loss, self.n = 0, 0.0, 0.0, 0
+        self.samples, self.flops, self.loss, self.n, self.ctc_skipped = 0, 0.0, 0.0, 0, 0.0
         self.tick = time.perf_counter()
 
-    def add(self, batch: dict, loss: torch.Tensor):
+    def add(self, batch: dict, loss: torch.Tensor, parts: dict | None = None):
         self.samples += batch["groups"].shape[0]
+        if parts and "ctc_skipped" in parts:  # every micro-batch's rows the reading loss left out (T' too short)
+            self.ctc_skipped += parts["ctc_skipped"]
         self.flops += self.flops_of(batch)  # tensors: read back only when logging
         self.loss += loss.double()
         self.n += 1
@@ -281,6 +315,9 @@ class Meter:
                   "loss": reduced[0].item() / acc.num_processes, "lr": run.scheduler.get_last_lr()[0],
                   "samples_per_s": reduced[1].item() / elapsed, "tflops_per_device": flops / elapsed / 1e12,
                   **{k: round(v.item(), 4) for k, v in parts.items()}}
+        if run.cfg.ctc_weight > 0:
+            record["ctc_skipped"] = float(self.ctc_skipped)  # this window's rows, summed over its micro-batches
+            self.totals["ctc_skipped"] = self.totals.get("ctc_skipped", 0.0) + float(self.ctc_skipped)
         if run.cfg.stage == "speech":
             record["logit_scale"] = acc.unwrap_model(run.encoder).model.logit_scale.exp().item()
         if self.peak:
@@ -295,6 +332,7 @@ class Meter:
         return {"samples_per_s": t["samples"] / seconds, "tflops_per_device": t["flops"] / seconds / 1e12,
                 "mfu": t["flops"] / seconds / self.peak if self.peak else None, "train_seconds": seconds,
                 "wall_seconds": time.time() - start_wall, "processes": run.accelerator.num_processes,
+                "ctc_skipped_rows": t.get("ctc_skipped"), "hours_seen": run.position["audio_seconds"] / 3600,
                 "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
                 "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None}
 
@@ -307,7 +345,8 @@ def micro_step(run: Run, batch: dict) -> tuple[bool, dict]:
     batch = featurize_on_device(batch, run.processor, run.device)
     loss, parts = forward_backward(run.encoder, batch, run.loss_fn, run.accelerator, 1.0 / run.cfg.grad_accum, sync,
                                    run.cfg.grad_cache_chunk)
-    run.meter.add(batch, loss)
+    run.meter.add(batch, loss, parts)
+    run.position["audio_seconds"] += float(batch["seconds"].sum()) if "seconds" in batch else 0.0
     return sync, parts
 
 
@@ -340,6 +379,8 @@ def after_step(run: Run, parts: dict, loop_start: float) -> str | None:
         return "stopped"
     if cfg.max_train_minutes and (time.perf_counter() - loop_start) / 60 > cfg.max_train_minutes:
         run.log({"event": "time_budget", "step": step, "minutes": cfg.max_train_minutes}, echo=True)
+        if not (cfg.save_every and step % cfg.save_every == 0):  # a later call resumes from here
+            save_checkpoint(run.accelerator, run.output_dir, run.position, cfg, run.identity)
         return "time"
     return None
 
@@ -399,6 +440,8 @@ def write_outputs(run: Run, result: dict):
             "run": run.identity}
     for folder in [run.output_dir / "delta"] + ([Path(cfg.delta_out)] if cfg.delta_out else []):
         write_delta(model, folder, run.overrides, info, run.started_from)
+        if run.ctc is not None:  # phase 2 starts its reading head from phase 1's
+            save_ctc_head(run.ctc, folder)
     if cfg.save_model:
         from wolofmrl.build import save
 
@@ -444,9 +487,8 @@ def main(argv: list[str] | None = None):
     p.add_argument("--resume", help="'auto', 'none' or a checkpoint folder")
     args = p.parse_args(argv)
     sets = list(args.set)
-    for key, value in (("output_dir", args.output_dir), ("delta_out", args.delta_out), ("resume", args.resume)):
-        if value:
-            sets.append(f"{key}={value}")
+    sets += [f"{k}={v}" for k, v in (("output_dir", args.output_dir), ("delta_out", args.delta_out),
+                                        ("resume", args.resume)) if v]
     try:
         train(load_config(args.config, sets))
     except ResumeError as err:

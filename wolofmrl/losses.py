@@ -3,6 +3,7 @@
     info_nce(q, d, logit_scale)               symmetric InfoNCE, in-batch negatives (+ other processes' rows)
     MatryoshkaInfoNCE(dims, weights)(q, d, s)  info_nce on every Matryoshka prefix, weighted sum, + distillation
     gather_with_grad(x)                       all-gather that keeps gradients (identity on one process)
+    TiedCTCLoss(vocab_ids, hidden)(tokens, ...) the reading loss: CTC over subwords, tied to frozen input embeddings
 
 Across processes: every process computes the loss of its own rows against all rows of all processes
 (positives offset by rank, as open_clip's `local_loss`). `torch.distributed.nn.functional.all_gather` sends each
@@ -20,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["MatryoshkaInfoNCE", "distillation_loss", "gather_no_grad", "gather_with_grad", "info_nce", "world"]
+__all__ = ["MatryoshkaInfoNCE", "TiedCTCLoss", "ctc_greedy", "distillation_loss", "gather_no_grad", "gather_with_grad", "info_nce", "world"]
 
 
 def world() -> tuple[int, int]:
@@ -156,3 +157,84 @@ class MatryoshkaInfoNCE(nn.Module):
                 parts[f"distill@{m}"] = dist.detach()
                 total = total + w * self.distill_weight * dist
         return total, parts
+
+
+class TiedCTCLoss(nn.Module):
+    """The reading loss: CTC over the text model's own subwords, the classifier tied to its frozen input embeddings.
+
+    Speech tokens (B, T', H) — fusion: the FrameAdapter output the frozen text transformer reads as
+    `inputs_embeds`; dual: the projected frames before pooling, averaged to fusion's rate — are scored against the L2-normalised frozen
+    input-embedding rows of a restricted vocabulary (the subword ids the training transcripts use) plus a learned
+    blank vector: logits = scale * cos(token, row), classes [blank, vocab...]. A frame that says a word is pulled
+    towards that word's embedding, the one the text model would read. (CTC: Graves et al., 2006.)
+
+    Args:
+        vocab_ids: (V,) the text tokenizer's ids of the restricted vocabulary (sorted, unique).
+        hidden: the text model's embedding width.
+        scale_init: the initial logit scale (1 / temperature); `learn_scale` trains it (clamped to `max_scale`).
+    Rows whose target cannot fit (T' < target length + its adjacent repeats: CTC must put a blank between equal
+    labels) are left out of the loss and counted (`parts["ctc_skipped"]`), never silently.
+    """
+
+    def __init__(self, vocab_ids, hidden: int, scale_init: float = 20.0, learn_scale: bool = True,
+                 max_scale: float = 100.0, seed: int = 0):
+        super().__init__()
+        vocab_ids = torch.as_tensor(vocab_ids, dtype=torch.long)
+        if vocab_ids.ndim != 1 or len(vocab_ids) == 0:
+            raise ValueError(f"vocab_ids must be a non-empty 1-D list of token ids, got shape {tuple(vocab_ids.shape)}")
+        self.register_buffer("vocab_ids", vocab_ids, persistent=False)  # rebuilt from the data, not checkpointed
+        generator = torch.Generator().manual_seed(seed)
+        self.blank = nn.Parameter(torch.randn(hidden, generator=generator) / hidden ** 0.5)
+        self.log_scale = nn.Parameter(torch.tensor(float(scale_init)).log(), requires_grad=learn_scale)
+        self.max_scale = float(max_scale)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.vocab_ids) + 1
+
+    def logits(self, tokens: torch.Tensor, embedding_weight: torch.Tensor) -> torch.Tensor:
+        """(B, T', V + 1) float32 scaled cosines of each token to [blank, vocab rows] (the rows are detached)."""
+        rows = embedding_weight.detach()[self.vocab_ids.to(embedding_weight.device)].float()
+        classes = F.normalize(torch.cat([self.blank.float()[None], rows]), dim=-1)
+        scale = self.log_scale.exp().clamp(max=self.max_scale)
+        with torch.autocast(tokens.device.type, enabled=False):
+            return scale * F.normalize(tokens.float(), dim=-1) @ classes.T
+
+    def forward(self, tokens: torch.Tensor, token_mask: torch.Tensor, targets: torch.Tensor,
+                target_lengths: torch.Tensor, embedding_weight: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """tokens (B, T', H), token_mask (B, T'), targets (B, S) class indices 1..V (0 = blank, padding anything),
+        target_lengths (B,), embedding_weight (vocab_size, H) the frozen input embeddings.
+
+        Returns (mean over the kept rows of each row's CTC loss divided by its target length — 0 with a graph when
+        none is kept —, {"ctc": loss, "ctc_skipped": rows left out, "ctc_rows": rows kept} detached)."""
+        input_lengths = token_mask.long().sum(-1)
+        targets, target_lengths = targets.long(), target_lengths.long()
+        span = torch.arange(targets.shape[1], device=targets.device)[None]
+        valid = span < target_lengths[:, None]
+        repeats = ((targets[:, 1:] == targets[:, :-1]) & valid[:, 1:]).sum(-1) if targets.shape[1] > 1 else \
+            torch.zeros_like(target_lengths)
+        keep = (input_lengths >= target_lengths + repeats) & (target_lengths > 0)
+        logits = self.logits(tokens, embedding_weight)
+        n_keep = int(keep.sum())
+        if n_keep == 0:
+            loss = logits.sum() * 0.0
+        else:
+            log_probs = logits[keep].log_softmax(-1).transpose(0, 1)  # (T', B_kept, C)
+            per_row = F.ctc_loss(log_probs, targets[keep].clamp(min=0), input_lengths[keep], target_lengths[keep],
+                                 blank=0, reduction="none", zero_infinity=True)
+            loss = (per_row / target_lengths[keep].float()).mean()
+        skipped = torch.tensor(float(len(keep) - n_keep), device=tokens.device)
+        return loss, {"ctc": loss.detach(), "ctc_skipped": skipped, "ctc_rows": skipped.new_tensor(float(n_keep))}
+
+
+def ctc_greedy(logits: torch.Tensor, token_mask: torch.Tensor) -> list[list[int]]:
+    """Best-path CTC decoding: per row, the argmax class of each valid step, repeats collapsed, blanks (0) dropped.
+
+    logits (B, T', C), token_mask (B, T'). Returns class indices (1..C-1) per row."""
+    best = logits.argmax(-1).cpu()
+    lengths = token_mask.long().sum(-1).cpu()
+    out = []
+    for row, n in zip(best, lengths):
+        path = row[: int(n)].tolist()
+        out.append([c for i, c in enumerate(path) if c != 0 and (i == 0 or c != path[i - 1])])
+    return out

@@ -1,0 +1,173 @@
+#!/usr/bin/env bash
+# The reading recipe (issue 23) on ONE lent H200 (16 cores, 10-minute calls, a bare machine every session), resumable
+# across sessions. Several runs train AT ONCE on GPU 0, as background processes (setsid nohup: they outlive the call),
+# at equal steps: fusion + CTC reading loss, fusion without it (the issue-16 recipe), dual + CTC (the control, with
+# the same token-level supervision on its projected frames). Each is phase 1 (every language -> own transcript) then
+# phase 2 (Wolof -> French), phase 2 starting from phase 1's delta.
+#
+#   session 1, call 1 (carry build/carry .device_speech):  bash train/device_reading.sh synth text train
+#   session 1, calls 2.. (no carry):                        bash train/device_reading.sh wait 540
+#   session 1, last call:                                    bash train/device_reading.sh wait 60 pack
+#   here: mkdir -p .reading_resume && cp <files_at>/reading.tar.part-* <files_at>/reading.manifest .reading_resume/
+#   session 2, call 1 (carry build/carry .device_speech):  bash train/device_reading.sh synth
+#   session 2, call 2 (carry .reading_resume, <= 4 pieces + the manifest: 64 MiB a call):
+#                                                            bash train/device_reading.sh resume
+#   session 2, call 3 (carry .reading_resume, the other pieces + the manifest): bash train/device_reading.sh resume train
+#   (`resume` gathers pieces until the manifest's set is complete, then unpacks, stage-1 choice included; `train`
+#    continues the same runs; STEPS=<larger> continues them past the old budget)
+#
+# Steps: synth (espeak-ng corpus, train/device_speech_corpus.sh; SAMPLE_EVERY / MAX_HOURS pass through; rerun
+# resumes), text (stage 1 head || head+LoRA, the better on SENTENCE-only dev -> runs/reading/text), train (launch
+# the runs in the background; finished phases are skipped, unfinished ones resume), wait [SECONDS] (progress until
+# the runs end or SECONDS pass), pack (-> $OUT: reading.tar.part-* of 15 MiB + reading.manifest), resume (unpack).
+# Env: STEPS (per phase, default 4000; a larger value later continues the same runs), RUNS, WORKERS, SESSION_MINUTES
+# (training stops this many minutes after `train` was called, leaving time to pack), SEED. All speech is synthetic.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 OMP_NUM_THREADS=2
+CORPUS=${CORPUS:-/tmp/speech_corpus}
+TEXT_CORPUS=${TEXT_CORPUS:-/tmp/text_corpus}
+ROOT=runs/reading
+STEPS=${STEPS:-4000}
+SEED=${SEED:-0}
+RUNS=${RUNS:-"fusion_ctc fusion dual_ctc"}   # <strategy>[_ctc]
+WORKERS=${WORKERS:-4}                         # loader workers per run (3 runs x 4 + 3 main processes ~ 16 cores)
+SESSION_MINUTES=${SESSION_MINUTES:-15}        # launch + this + ~3 (final evals) + pack must fit the session
+CTC_WEIGHT=${CTC_WEIGHT:-1.0}
+LOGS=$ROOT/logs
+mkdir -p "$LOGS"
+
+setup() {
+  export PYTHONPATH="$PWD:/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
+  if ! python3 -c "import soundfile" 2>/dev/null && ls .device_speech/whl/*.whl >/dev/null 2>&1; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+      .device_speech/whl/*.whl
+  fi
+  [ -f build/backbones/multilingual-e5-small/model.safetensors ] || [ ! -d build/carry ] \
+    || python3 -m wolofmrl.portable unpack --bundle build/carry --root build/backbones
+}
+
+done_run() {  # run folder, steps: finished when result.json records at least that many steps
+  python3 -c "import json,sys; r=json.load(open(sys.argv[1]+'/result.json')); sys.exit(0 if r.get('step',0)>=int(sys.argv[2]) else 1)" \
+    "$1" "$2" 2>/dev/null
+}
+
+synth() {
+  [ -f "$CORPUS/card.json" ] && { echo "skip synth (done)"; return 0; }
+  local t0=$SECONDS
+  timeout "${SYNTH_SECONDS:-560}" bash train/device_speech_corpus.sh run "$CORPUS" > "$LOGS/synth.log" 2>&1
+  local rc=$?
+  tail -15 "$LOGS/synth.log"
+  echo "synth exit $rc in $((SECONDS - t0)) s (124: the time limit; call synth again, it resumes)"
+  return $rc
+}
+
+text_run() {  # config, name
+  done_run "$ROOT/$2" 1 && { echo "skip $2 (done)"; return 0; }
+  python3 train/train.py --config "train/configs/$1.yaml" --set "output_dir=$ROOT/$2" --set delta_out=null \
+    --set "data.corpus=$TEXT_CORPUS" --set max_train_minutes=3 --set num_workers=4 > "$LOGS/$2.log" 2>&1
+  echo "$2 exit $? $(grep -o '"dev_score": [0-9.]*' "$ROOT/$2/result.json" 2>/dev/null)"
+}
+
+text() {
+  [ -f "$ROOT/text/choice.json" ] && { echo "skip text (chosen: $(cat "$ROOT/text/choice.json" | tr -d '\n '))"; return 0; }
+  [ -d "$TEXT_CORPUS/train" ] || python3 -m wolofmrl.curation.speech_corpus text-shards \
+    --texts train/data/speech_texts.jsonl.gz --out "$TEXT_CORPUS" > "$LOGS/text_shards.json"
+  text_run text_stage text_head & text_run text_stage_lora text_lora & wait
+  # chosen on sentence-only dev pairs (dev_score: text_wo2fr_sent); an untracked folder the tree sync leaves alone
+  python3 train/choose.py --runs "$ROOT/text_head" "$ROOT/text_lora" --out "$ROOT/text" && cat "$ROOT/text/choice.json"
+}
+
+chain() {  # one run in the background: phase 1 then phase 2, each stopping at the session deadline
+  local run=$1 strategy=${1%_ctc} deadline=$2 ctc=0
+  [ "$run" != "$strategy" ] && ctc=$CTC_WEIGHT
+  local common=(--set "data.corpus=$CORPUS" --set "seed=$SEED" --set "max_steps=$STEPS" --set "ctc_weight=$ctc"
+                --set "num_workers=$WORKERS" --set save_every=200 --set eval_every=250 --set delta_out=null
+                --set save_model=false)
+  local phase cfg init out left
+  for phase in 1 2; do
+    if [ $phase = 1 ]; then cfg=speech_align_$strategy; init=$ROOT/text; out=$ROOT/align_${run}_s$SEED
+    else cfg=speech_$strategy; init=$ROOT/align_${run}_s$SEED/delta; out=$ROOT/${run}_s$SEED; fi
+    done_run "$out" "$STEPS" && { echo "skip $out (done)"; continue; }
+    # phase 1 is over once phase 2 has begun (a larger STEPS later continues phase 2 only)
+    [ $phase = 1 ] && [ -f "$ROOT/${run}_s$SEED/log.jsonl" ] && { echo "skip $out (phase 2 begun)"; continue; }
+    left=$(( (deadline - $(date +%s)) / 60 - 2 ))   # minutes left, less the final evaluation and save
+    [ "$left" -ge 1 ] || { echo "no time left for $out"; return 0; }
+    echo "$(date +%T) start $out (guard $left min)"
+    python3 train/train.py --config "train/configs/$cfg.yaml" "${common[@]}" --set "output_dir=$out" \
+      --set "init_delta=$init" --set "max_train_minutes=$left" >> "$LOGS/$(basename "$out").log" 2>&1
+    echo "$(date +%T) $out exit $?"
+    done_run "$out" "$STEPS" || return 0   # stopped by the guard: phase 2 waits for the next session
+  done
+}
+
+train() {
+  [ -f "$ROOT/text/delta.safetensors" ] || { echo "no $ROOT/text: run the text step first" >&2; return 1; }
+  [ -f "$CORPUS/card.json" ] || { echo "the corpus $CORPUS is not complete: call synth again" >&2; return 1; }
+  local deadline=$(( $(date +%s) + SESSION_MINUTES * 60 )) run
+  for run in $RUNS; do
+    if [ -f "$LOGS/$run.pid" ] && kill -0 "$(cat "$LOGS/$run.pid")" 2>/dev/null; then echo "$run running"; continue; fi
+    CUDA_VISIBLE_DEVICES=0 setsid nohup bash "$0" chain "$run" "$deadline" > "$LOGS/chain_$run.log" 2>&1 &
+    echo $! > "$LOGS/$run.pid"
+    echo "launched $run (pid $!, stops by $(date -d @"$deadline" +%T))"
+  done
+}
+
+progress() {
+  for f in "$ROOT"/*/log.jsonl; do
+    [ -f "$f" ] || continue
+    python3 - "$f" <<'EOF'
+import json, sys
+lines = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+train = [l for l in lines if l.get("event") == "train"]
+batch = next((l["config"]["batch_size"] for l in lines if l.get("event") == "start"), 1)
+evals = [l for l in lines if l.get("event") == "eval"]
+name = sys.argv[1].split("/")[-2]
+if train:
+    t = train[-1]
+    extra = f" ctc {t['ctc']:.3f} skipped {t.get('ctc_skipped', 0):.0f}" if "ctc" in t else ""
+    print(f"{name}: step {t['step']} loss {t['loss']:.3f} {t['samples_per_s']:.0f} samples/s "
+          f"({t['samples_per_s'] / batch:.2f} steps/s){extra}")
+if evals:
+    e = evals[-1]
+    keys = [k for k in e if k.endswith("/R@10/384") or k.startswith("dev/cer_")]
+    print(f"  eval step {e['step']} hours {e.get('hours_seen')}: " + ", ".join(f"{k} {e[k]}" for k in keys))
+EOF
+  done
+  nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader 2>/dev/null
+}
+
+wait_runs() {  # SECONDS: until every launched run has ended or SECONDS have passed
+  local until=$(( SECONDS + ${1:-540} )) alive
+  while :; do
+    alive=0
+    for pid in "$LOGS"/*.pid; do [ -f "$pid" ] && kill -0 "$(cat "$pid")" 2>/dev/null && alive=$((alive + 1)); done
+    echo "== $(date +%T): $alive run(s) alive"; progress
+    [ $alive = 0 ] || [ $SECONDS -ge $until ] && break
+    sleep $(( until - SECONDS < 120 ? (until - SECONDS > 5 ? until - SECONDS : 5) : 120 ))
+  done
+  tail -3 "$LOGS"/chain_*.log 2>/dev/null
+}
+
+pack() {
+  for pid in "$LOGS"/*.pid; do [ -f "$pid" ] && kill -0 "$(cat "$pid")" 2>/dev/null && echo "warning: $pid still runs; pack holds its last checkpoint"; done
+  python3 train/reading_pack.py pack --root "$ROOT" --out "${OUT:-/tmp/reading_out}"
+  ls -la "${OUT:-/tmp/reading_out}"
+}
+resume() { python3 train/reading_pack.py unpack --pieces .reading_resume --root "$ROOT"; }
+
+if [ "${1:-}" = chain ]; then setup; chain "$2" "$3"; exit; fi
+setup
+while [ $# -gt 0 ]; do
+  step=$1; shift; t0=$SECONDS
+  case $step in
+    synth) synth ;;
+    text) text ;;
+    train) train ;;
+    wait) if [[ "${1:-}" =~ ^[0-9]+$ ]]; then wait_runs "$1"; shift; else wait_runs; fi ;;
+    pack) pack ;;
+    resume) resume ;;
+    *) echo "unknown step $step" >&2; exit 2 ;;
+  esac
+  echo "== step $step: $((SECONDS - t0)) s"
+done

@@ -1,0 +1,175 @@
+"""Carry the reading recipe's runs (train/device_reading.sh) from one bare GPU machine to the next, in pieces.
+
+    python train/reading_pack.py pack --root runs/reading --out $OUT         # there, at the end of a session
+    python train/reading_pack.py unpack --pieces .reading_resume --root runs/reading   # there, the next session
+
+`pack` writes reading.tar.part-aa, -ab, ... (at most 15 MiB each, at most 7) and reading.manifest (every piece's
+sha256). Per run folder: log.jsonl, result.json; an unfinished run (or any phase-2 run, which a larger max_steps
+may continue) also its latest complete checkpoint as accelerate wrote it (trainable parameters, optimizer,
+scheduler, RNG states, trainer_state.json with the data position; byte for byte, its checksums still hold) and its
+best parameters (fp16: the delta they end in is fp16); a finished run its delta, without the tensors equal to the
+chosen stage-1 delta (`<root>/text`, carried once). Paths are relative to the repository root.
+
+`unpack` gathers pieces from `--pieces` into a staging folder (the pieces may come over several calls, each carrying
+what fits beside the backbones), and once the manifest's set is complete and every checksum holds, extracts them and
+puts the stripped stage-1 tensors back into each delta. Raises SystemExit naming a missing or damaged piece.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import shutil
+import sys
+import tarfile
+from pathlib import Path
+
+PIECE = 15 * 1024 * 1024
+MAX_PIECES = 7  # + the manifest: the 8 files a device call may return
+STAGE = Path("/tmp/reading_pieces")
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def latest_checkpoint(run: Path) -> Path | None:
+    done = sorted((run / "checkpoints").glob("step_*/trainer_state.json"))
+    return done[-1].parent if done else None
+
+
+def finished(run: Path) -> bool:
+    result = run / "result.json"
+    if not result.is_file() or not (run / "log.jsonl").is_file():
+        return False
+    start = next((json.loads(line) for line in open(run / "log.jsonl") if '"event": "start"' in line), None)
+    steps = (start or {}).get("config", {}).get("max_steps", 0)
+    return json.loads(result.read_text()).get("step", 0) >= steps > 0
+
+
+def fp16_bytes(path: Path) -> bytes:
+    from safetensors.torch import load_file, save
+
+    import torch
+    return save({k: v.to(torch.float16) if v.is_floating_point() else v for k, v in load_file(str(path)).items()})
+
+
+def stripped_delta(delta: Path, base: dict) -> tuple[bytes, list[str]]:
+    from safetensors.torch import load_file, save
+
+    tensors = load_file(str(delta / "delta.safetensors"))
+    same = sorted(k for k, v in tensors.items() if k in base and base[k].shape == v.shape and bool((base[k] == v).all()))
+    return save({k: v for k, v in tensors.items() if k not in same}), same
+
+
+def pack(root: Path, out: Path) -> list[Path]:
+    """The tar of `root`'s runs, split into pieces in `out`, + reading.manifest. Raises SystemExit if too large."""
+    from safetensors.torch import load_file
+
+    base = load_file(str(root / "text" / "delta.safetensors")) if (root / "text" / "delta.safetensors").is_file() else {}
+    buffer, listing = io.BytesIO(), {}
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        def add(path, data: bytes):
+            name = str(Path(path).relative_to(root))  # relative: extracted under the next machine's root
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+            listing[name] = len(data)
+
+        for path in sorted((root / "text").glob("*")) if base else []:
+            add(path, path.read_bytes())
+        for path in sorted((root / "logs").glob("*.log")):  # the calls' own logs (chains, synth, text runs)
+            add(path, path.read_bytes())
+        for run in sorted(p for p in root.iterdir() if p.is_dir() and p.name not in ("text", "logs")):
+            for name in ("log.jsonl", "result.json"):
+                if (run / name).is_file():
+                    add((run / name), (run / name).read_bytes())
+            done, checkpoint = finished(run), latest_checkpoint(run)
+            if done and (run / "delta" / "delta.safetensors").is_file():
+                data, same = stripped_delta(run / "delta", base)
+                add((run / "delta" / "delta.safetensors"), data)
+                add((run / "delta" / "stripped.json"), json.dumps(same).encode())
+                for extra in sorted((run / "delta").glob("*")):
+                    if extra.name != "delta.safetensors":
+                        add((extra), extra.read_bytes())
+            if checkpoint is not None and (not done or not run.name.startswith(("align_", "text_"))):
+                for f in sorted(checkpoint.iterdir()):
+                    add((f), f.read_bytes())
+                if (run / "best" / "best.json").is_file():
+                    add((run / "best" / "best.json"), (run / "best" / "best.json").read_bytes())
+                    add((run / "best" / "trainable.safetensors"), fp16_bytes(run / "best" / "trainable.safetensors"))
+    data = buffer.getvalue()
+    pieces = [data[i: i + PIECE] for i in range(0, len(data), PIECE)]
+    if len(pieces) > MAX_PIECES:
+        biggest = sorted(listing.items(), key=lambda kv: -kv[1])[:8]
+        raise SystemExit(f"pack: {len(data) / 2**20:.1f} MiB needs {len(pieces)} pieces of 15 MiB, more than "
+                         f"{MAX_PIECES}; biggest files: {biggest}. Train fewer runs at once (RUNS=...).")
+    out.mkdir(parents=True, exist_ok=True)
+    names = [f"reading.tar.part-{chr(97 + i // 26)}{chr(97 + i % 26)}" for i in range(len(pieces))]
+    for name, piece in zip(names, pieces):
+        (out / name).write_bytes(piece)
+    manifest = {"pieces": {n: sha256(p) for n, p in zip(names, pieces)}, "tar_sha256": sha256(data),
+                "files": listing, "mib": round(len(data) / 2**20, 2)}
+    (out / "reading.manifest").write_text(json.dumps(manifest, indent=1) + "\n")
+    print(f"packed {len(listing)} files, {manifest['mib']} MiB, into {len(pieces)} pieces in {out}")
+    return [out / n for n in names]
+
+
+def unpack(pieces: Path, root: Path, stage: Path = STAGE) -> bool:
+    """Gather `pieces` into `stage`; extract under `root` when complete. Returns True when extracted."""
+    from safetensors.torch import load_file, save_file
+
+    stage.mkdir(parents=True, exist_ok=True)
+    for f in sorted(pieces.glob("reading*")) if pieces.is_dir() else []:
+        shutil.copyfile(f, stage / f.name)
+    if not (stage / "reading.manifest").is_file():
+        raise SystemExit(f"unpack: no reading.manifest in {pieces} or {stage}: carry it with the pieces")
+    manifest = json.loads((stage / "reading.manifest").read_text())
+    missing = [n for n in manifest["pieces"] if not (stage / n).is_file()]
+    if missing:
+        print(f"unpack: have {len(manifest['pieces']) - len(missing)} of {len(manifest['pieces'])} pieces; "
+              f"still missing {missing} (carry them in the next call)")
+        return False
+    data = b""
+    for name, digest in manifest["pieces"].items():
+        piece = (stage / name).read_bytes()
+        if sha256(piece) != digest:
+            raise SystemExit(f"unpack: piece {name} is damaged (sha256 mismatch): carry it again")
+        data += piece
+    if sha256(data) != manifest["tar_sha256"]:
+        raise SystemExit("unpack: the pieces do not make the packed tar (sha256 mismatch): pack again")
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        tar.extractall(root, filter="data")
+    base_file = root / "text" / "delta.safetensors"
+    for listed in root.glob("*/delta/stripped.json"):
+        names = json.loads(listed.read_text())
+        if names:
+            base = load_file(str(base_file))
+            delta = listed.parent / "delta.safetensors"
+            save_file({**load_file(str(delta)), **{k: base[k] for k in names}}, str(delta))
+        listed.unlink()
+    print(f"unpacked {len(manifest['files'])} files ({manifest['mib']} MiB) under {root}")
+    return True
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    pk = sub.add_parser("pack")
+    pk.add_argument("--root", default="runs/reading")
+    pk.add_argument("--out", required=True)
+    up = sub.add_parser("unpack")
+    up.add_argument("--pieces", default=".reading_resume")
+    up.add_argument("--root", default="runs/reading")
+    up.add_argument("--stage", default=str(STAGE), help="where pieces gather over several calls")
+    args = p.parse_args(argv)
+    if args.cmd == "pack":
+        pack(Path(args.root), Path(args.out))
+    else:
+        unpack(Path(args.pieces), Path(args.root), Path(args.stage))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
