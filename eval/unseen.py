@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import re
 import sys
 import time
 from collections import Counter
@@ -185,7 +186,7 @@ def build_subset(out: Path, split: str, subset: str, queries: list[dict], docs: 
     return {"queries": len(rows), "passages": len(docs), "dropped_clips": dict(dropped),
             "voices": dict(Counter(r["voice"].split("-")[0] for r in rows)),
             "groups": len({r["group"] for r in rows}),
-            "degradations": dict(Counter(r["hard_tag"].split(",")[-1].rstrip("0123456789.s") for r in rows))}
+            "degradations": dict(Counter(re.sub(r"[\d.]+s?$", "", r["hard_tag"].split(",")[-1]) for r in rows))}
 
 
 def build(out: Path, texts: str | Path | None = TEXTS, subsets=SUBSETS, n_queries: dict | None = None,

@@ -48,7 +48,7 @@ class _UnseenRetrieval(AbsTaskRetrieval):
         self.hf_subsets = [s for s in wanted if s in have and s in self.metadata.hf_subsets]
         self.skipped = {s: f"not built under {self.data_dir / split} (python eval/unseen.py build)"
                         for s in self.metadata.hf_subsets if s not in have}
-        self.data_note = "unseen sources, synthetic TTS audio (held-out voices)"
+        self.data_note = ""  # run.py's header describes --data; the unseen section says what this is
 
     def source_set(self, subset: str):
         return unseen.retrieval_set(self.data_dir, self.split, subset,

@@ -126,7 +126,7 @@ def test_build_card_sets_and_baselines(built):
     assert set(card["splits"]) == {"dev/wo", "dev/fr-strings", "test/wo", "test/fr-strings"}
     assert card["splits"]["test/wo"]["queries"] == 4 and card["splits"]["test/wo"]["dropped_rows"] == {
         "over_limit": 1}
-    assert json.loads((out / "unseen.json").read_text())["unseen_rule"]["rows"]["unseen_test"] == 17
+    assert json.loads((out / "unseen.json").read_text())["unseen_rule"]["rows"]["unseen_test"] == 12
     for cond in ("clean", "hard", None):
         rs = unseen.retrieval_set(out, "test", "wo", cond)
         assert len(rs.queries) == 4 and len(rs.corpus) == 7 and rs.query_modality == ("text" if cond is None
@@ -150,7 +150,7 @@ def test_run_prints_unseen_tables_first_and_histograms(built, tiny_folder, tmp_p
     run.main(["--model", f"tiny={tiny_folder}", "--unseen", str(data), "--data", str(tmp_path / "none"), "--no-hub",
               "--tasks", "unseen", "--dims", "48,8", "--out", str(out), "--batch-size", "4"])
     md = (out / "scores.md").read_text()
-    assert md.index("## Unseen sources") < md.index("## Main score by dim")
+    assert md.index("## Unseen sources") < md.index("## Main score by embedding dim")
     for needle in ("### unseen-clean", "### unseen-hard", "| tiny | UnseenWolofSpeechToFrenchTextRetrieval | wo | 48 |",
                    "| tiny | UnseenFrenchSpeechToFrenchTextRetrieval | fr-strings | 8 |", "floor R@10"):
         assert needle in md
