@@ -24,7 +24,10 @@ if str(ROOT) not in sys.path:
 
 PACKAGE = "manpages-fr"
 LICENSE = "GPL-3+ (Debian manpages-fr)"
-SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-ZÀ-ÖØ-Ý«])")
+# sections shared by many pages (translation credits, bug addresses, licences): not content passages
+BOILERPLATE_SECTIONS = {"TRADUCTION", "SIGNALER DES BOGUES", "BOGUES", "COPYRIGHT", "AUTEURS", "AUTEUR", "COLOPHON",
+                        "VOIR AUSSI", "DISPONIBILITÉ", "LICENCE", "HISTORIQUE"}
+SENTENCE = re.compile(r"(?<=[.!?])(?<!\s[A-Z]\.)(?<!ex\.)\s+(?=[A-ZÀ-ÖØ-Ý«])")  # not after "E." or "p. ex."
 
 
 def _hash(*parts) -> int:
@@ -64,13 +67,16 @@ def render(roff: bytes) -> str:
 
 
 def paragraphs(text: str, min_words: int = 15, max_words: int = 120) -> list[str]:
-    """Body paragraphs of rendered man-page text (7-column indent, not an option item, prose: >= 80 % letters/spaces, ends with a
+    """Body paragraphs of rendered man-page text (7-column indent, not an option item, not in a
+    BOILERPLATE_SECTIONS section, prose: >= 80 % letters/spaces, ends with a
     full stop) of min_words..max_words words."""
-    out = []
+    out, section = [], ""
     for block in re.split(r"\n\s*\n", text):
         lines = [ln for ln in block.split("\n") if ln.strip()]
         while lines and re.match(r"^\S", lines[0]):  # a section heading runs into its first paragraph
-            lines = lines[1:]
+            section, lines = lines[0].strip(), lines[1:]
+        if section in BOILERPLATE_SECTIONS:
+            continue
         if not lines or not all(re.match(r"^ {7}\S", ln) for ln in lines):
             continue
         para = " ".join(ln.strip() for ln in lines)

@@ -90,7 +90,8 @@ def test_manpage_paragraphs_through_groff():
             "Ce programme lit les fichiers donnés en argument et affiche leur contenu sur la sortie standard. "
             "Si aucun fichier n'est donné, il lit l'entrée standard jusqu'à la fin du flux.\n.PP\nTrop court.\n"
             ".TP\n\\fB\\-a\\fR\nune option décrite ici avec assez de mots pour passer le seuil de quinze mots "
-            "mais elle est en retrait.\n")
+            "mais elle est en retrait.\n.SH TRADUCTION\nCette traduction est une documentation libre ; veuillez vous reporter "
+            "à la licence publique générale pour les conditions de copie et de distribution de ce texte.\n")
     paras = manpages.paragraphs(manpages.render(roff.encode()))
     assert len(paras) == 1 and paras[0].startswith("Ce programme lit les fichiers donnés")
     q = manpages.query_sentence(paras[0])
