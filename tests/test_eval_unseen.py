@@ -14,6 +14,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "eval"))
+from test_eval_mteb import tiny_folder  # noqa: E402,F401  (the tiny random model folder fixture)
+
 TEXTS = ROOT / "tests" / "fixtures" / "unseen" / "speech_texts.jsonl"
 
 
@@ -107,17 +109,6 @@ def built(tmp_path_factory):
     card = unseen.build(out, TEXTS, subsets=("wo", "fr-strings"), n_queries={"wo": 4, "fr-strings": 4},
                         kokoro_share=0.0, chunk=4)
     return out, card
-
-
-@pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory):
-    from wolofmrl.build import save
-    from wolofmrl.testing import tiny_model
-
-    model, processor = tiny_model()
-    out = tmp_path_factory.mktemp("tiny-wolofmrl")
-    save(model, processor, out)
-    return out
 
 
 def test_build_card_sets_and_baselines(built):
