@@ -120,7 +120,7 @@ def _flac(wave: np.ndarray, rate: int) -> bytes:
 
 
 def voice_clips(tasks: list[dict], out: Path, chunk: int) -> list[dict]:
-    """Synthesise every task in chunks of `chunk` under `<out>/_clips` (a finished chunk is kept on rerun);
+    """Synthesise every task (its "text" in "lang" when given, else the sentence's Wolof) in chunks of `chunk` under `<out>/_clips` (a finished chunk is kept on rerun);
     returns {"id", "voice", "sentence_id", "flac", "dropped"} rows in task order; a failed or empty synthesis has
     no audio and says why in "dropped" (the caller counts them)."""
     import pyarrow as pa
@@ -138,7 +138,8 @@ def voice_clips(tasks: list[dict], out: Path, chunk: int) -> list[dict]:
             made = []
             for t in part:
                 try:
-                    wave, why = synthesize(t["sentence"]["wo_text"], "wo", t["voice"]), ""
+                    text, lang = t.get("text") or t["sentence"]["wo_text"], t.get("lang", "wo")
+                    wave, why = synthesize(text, lang, t["voice"]), ""
                 except RuntimeError as err:  # e.g. espeak-ng reads a text starting with "-" as an option
                     wave, why = np.zeros(0, np.float32), f"synthesis_failed: {err}"
                 why = why or ("too_short" if wave.size < SR // 10 else "")

@@ -125,3 +125,64 @@ def overlap_at_k(a, b, k: int = 10) -> float:
     """Mean |top-k of a ∩ top-k of b| / k over queries: how much two rankings (Q, >= k) agree (e.g. a funnel search
     against exact search)."""
     return float(np.mean([len(set(list(x[:k])) & set(list(y[:k]))) / k for x, y in zip(a, b)]))
+
+
+# ----------------------------------------------------------------------------------------------- baselines
+def chance_scores(relevant: Sequence[Relevant], n_docs: int, ks: Sequence[int] = (1, 10)) -> dict[str, float]:
+    """Expected Recall@k / Hit@k of a uniformly random ranking of `n_docs` documents, averaged over queries:
+    Recall@k = min(k, N) / N; Hit@k = 1 - C(N - r, k) / C(N, k) for r relevant documents."""
+    if n_docs < 1:
+        raise ValueError(f"n_docs must be >= 1, got {n_docs}")
+    out = {}
+    for k in ks:
+        kk = min(k, n_docs)
+        out[f"recall_at_{k}"] = kk / n_docs
+        hits = []
+        for rel in relevant:
+            r = len(_gains(rel))
+            miss = math.comb(n_docs - r, kk) / math.comb(n_docs, kk) if n_docs - r >= kk else 0.0
+            hits.append(1.0 - miss)
+        out[f"hit_rate_at_{k}"] = float(np.mean(hits))
+    return out
+
+
+def fit_length_floor(durations: Sequence[float], lengths: Sequence[float]) -> tuple[float, float]:
+    """Least-squares (offset, slope) of the relevant passage's length (characters) against the query clip's
+    duration (seconds), for `length_floor_scores`. One distinct duration: slope 0, offset the mean length.
+
+    Raises ValueError when the two lists differ in length or are empty."""
+    x, y = np.asarray(durations, np.float64), np.asarray(lengths, np.float64)
+    if x.shape != y.shape or x.size == 0:
+        raise ValueError(f"durations ({x.size}) and lengths ({y.size}) must be non-empty and of equal length")
+    if np.ptp(x) == 0:
+        return float(y.mean()), 0.0
+    slope, offset = np.polyfit(x, y, 1)
+    return float(offset), float(slope)
+
+
+def length_floor_scores(durations: Sequence[float], doc_lengths: Sequence[float],
+                        fit: tuple[float, float]) -> np.ndarray:
+    """The length-only ranker: score(q, d) = -|len(d) - (offset + slope * duration(q))|, shape (Q, N). A model
+    whose speech side does not beat this floor carries nothing of the content beyond the clip's duration."""
+    offset, slope = fit
+    want = offset + slope * np.asarray(durations, np.float64)[:, None]
+    return -np.abs(np.asarray(doc_lengths, np.float64)[None, :] - want)
+
+
+def hit_miss_stats(scores: np.ndarray, relevant: Sequence[Relevant]) -> dict:
+    """Hit vs miss of the top-1 document, from a (Q, N) score matrix (documents = column indices, N >= 2):
+    per query top-1 score, margin to #2 and whether top-1 is relevant; AUROC of each for "top-1 is right"
+    (sklearn's roc_auc_score; None when all queries are hits or all misses)."""
+    from sklearn.metrics import roc_auc_score
+
+    scores = np.asarray(scores, np.float64)
+    if scores.ndim != 2 or scores.shape[1] < 2 or scores.shape[0] != len(relevant):
+        raise ValueError(f"scores must be (Q, N >= 2) with Q = {len(relevant)} queries, got {scores.shape}")
+    top = top_k(scores, 2)
+    top1 = scores[np.arange(len(scores)), top[:, 0]]
+    margin = top1 - scores[np.arange(len(scores)), top[:, 1]]
+    hit = np.array([int(t) in _gains(rel) for t, rel in zip(top[:, 0], relevant)])
+    both = 0 < hit.sum() < len(hit)
+    return {"top1": top1, "margin": margin, "hit": hit.astype(bool), "n": int(len(hit)), "hits": int(hit.sum()),
+            "auroc_top1": float(roc_auc_score(hit, top1)) if both else None,
+            "auroc_margin": float(roc_auc_score(hit, margin)) if both else None}

@@ -7,6 +7,9 @@
         --out /tmp/r
 
 Conditions (each model is scored on each):
+    unseen-clean / unseen-hard   with --unseen (eval/unseen.py's output): the headline, printed first. Sources
+              no training split draws on, held-out voices: Wolof speech -> French text, French speech -> French
+              text (unseen strings, French man pages), the written topline, chance and the length-only floor
     offline   the --data corpus's test split (every task), when it exists
     clean     <--hard>/clean: the split's sentences voiced only by held-out voices, undegraded (eval/hard.py)
     hard      <--hard>/hard: the same clips degraded by the hard preset (noise, speed, room, telephone, codec, rate)
@@ -113,6 +116,40 @@ def side_by_side(rows: list[dict]) -> list[str]:
     return out + [""]
 
 
+def unseen_section(rows: list[dict], baselines: dict) -> list[str]:
+    """The headline tables: unseen sources, per condition; each speech figure beside its written topline, chance
+    and the length-only floor (eval/unseen.py)."""
+    from unseen_tasks import TOPLINE
+
+    by = {(r["model"], r["condition"], r["task"], r["source"], r["dim"]): r["metrics"] for r in rows}
+    out = ["## Unseen sources (the headline; synthetic speech: held-out TTS voices, not people)", "",
+           "Sources no training split draws on (eval/unseen.py). x 100. `topline`: the written query through the "
+           "text side; `chance`: a random ranking; `floor`: passages ranked by |length - (a + b x clip seconds)|, "
+           "a and b fitted on the dev split. A speech figure at or below the floor carries nothing of the content.",
+           ""]
+    for cond in sorted({r["condition"] for r in rows if r["condition"].startswith("unseen-")}):
+        keys = sorted({(m, t, s, d) for m, c, t, s, d in by if c == cond and t != TOPLINE},
+                      key=lambda k: (k[0], k[1], k[2], -k[3]))
+        out += [f"### {cond}", "", "| model | task | subset | dim | R@1 | R@10 | nDCG@10 | topline R@1 | "
+                "topline R@10 | R@10 / topline | chance R@1 | chance R@10 | floor R@1 | floor R@10 |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for m, t, s, d in keys:
+            sp, top = by[(m, cond, t, s, d)], by.get((m, cond, TOPLINE, s, d), {})
+            b = baselines.get(f"{cond}/{s}", {})
+            ch, fl = b.get("chance", {}), b.get("floor", {})
+            ratio = (f"{sp['recall_at_10'] / top['recall_at_10']:.2f}" if top.get("recall_at_10") else "–")
+            out.append(f"| {m} | {t} | {s} | {d} | {_fmt(sp.get('recall_at_1'))} | {_fmt(sp.get('recall_at_10'))} | "
+                       f"{_fmt(sp.get('ndcg_at_10'))} | {_fmt(top.get('recall_at_1'))} | "
+                       f"{_fmt(top.get('recall_at_10'))} | {ratio} | {_fmt(ch.get('recall_at_1'))} | "
+                       f"{_fmt(ch.get('recall_at_10'))} | {_fmt(fl.get('recall_at_1'))} | "
+                       f"{_fmt(fl.get('recall_at_10'))} |")
+        out.append("")
+    sizes = sorted({(k, v["queries"], v["passages"]) for k, v in baselines.items()})
+    if sizes:
+        out += ["Sizes: " + "; ".join(f"{k}: {q} queries, {p} passages" for k, q, p in sizes) + ".", ""]
+    return out
+
+
 def markdown(rows: list[dict], info: dict) -> str:
     """scores.md: header, clean vs hard (with --hard), main score by dim, retrieval and intent metrics."""
     dims = sorted({r["dim"] for r in rows}, reverse=True)
@@ -129,7 +166,9 @@ def markdown(rows: list[dict], info: dict) -> str:
     if any(v.get("untrained") for v in info["models"].values()):
         out += ["**A model's speech adapter is untrained (built with `--delta none`): its speech scores are "
                 "chance-level by construction.**", ""]
-    if any(r["condition"] != "offline" for r in rows):
+    if any(r["condition"].startswith("unseen-") for r in rows):
+        out += unseen_section(rows, info.get("baselines", {}))
+    if any(r["condition"] in ("clean", "hard") for r in rows):
         out += side_by_side(rows)
     out += ["## Main score by embedding dim", "",
             "| model | condition | task | source | metric | " + " | ".join(str(d) for d in dims) + " |",
@@ -221,6 +260,8 @@ def parse_args(argv=None):
     p.add_argument("--out", default="results")
     p.add_argument("--data", default="data/offline", help="corpus root holding test/*.parquet")
     p.add_argument("--hard", default=None, help="eval/hard.py's output folder: adds the clean and hard conditions")
+    p.add_argument("--unseen", default=None, help="eval/unseen.py's output folder: adds the unseen-source "
+                                                  "conditions (unseen-clean, unseen-hard), reported first")
     p.add_argument("--tasks", default="", help="comma list of task-name fragments (e.g. speech,intent); default all")
     p.add_argument("--sources", default="", help="comma list of sources (offline, fleurs, kallaama, offline-mediawiki, "
                                                   "offline-udhr, wolbanking77, fr, de...); default: every readable one")
@@ -248,6 +289,17 @@ def condition_tasks(args, condition: str, data_dir: str) -> tuple[list, dict]:
     from mteb_tasks import RETRIEVAL_ON_SPLIT, wolofmrl_tasks
 
     names = [s for s in args.tasks.split(",") if s] or None
+    if condition.startswith("unseen-"):
+        from unseen_tasks import unseen_tasks
+
+        tasks = unseen_tasks(data_dir, condition.split("-", 1)[1],
+                             names if names and any("unseen" in n.lower() for n in names) else None)
+        for t in tasks:
+            if t.hf_subsets:
+                t.load_data()
+        return [t for t in tasks if t.hf_subsets], {t.metadata.name: t for t in tasks}
+    if names and all("unseen" in n.lower() for n in names):  # --tasks unseen: the unseen conditions only
+        return [], {}
     tasks = wolofmrl_tasks(names, data_dir=data_dir, limit=args.limit, hub=False if args.no_hub else None)
     if condition != "offline":  # a hard-condition folder holds one split: its retrieval tasks, offline source
         tasks = [t for t in tasks if t.metadata.name in RETRIEVAL_ON_SPLIT]
@@ -273,6 +325,26 @@ def conditions(args) -> dict[str, str]:
                 raise SystemExit(f"--hard {args.hard}: no {c}/test; build it with `python eval/hard.py build "
                                  f"--out {args.hard}`")
             out[c] = str(Path(args.hard) / c)
+    if args.unseen:
+        import unseen
+
+        if not unseen.available(args.unseen):
+            raise SystemExit(f"--unseen {args.unseen}: nothing built; run `python eval/unseen.py build --out "
+                             f"{args.unseen}`")
+        out |= {f"unseen-{c}": args.unseen for c in unseen.CONDITIONS}
+    return out
+
+
+def unseen_baselines(args, conds) -> dict:
+    """{"<condition>/<subset>": eval/unseen.py's chance and length-only floor} of every built speech subset."""
+    import unseen
+
+    out = {}
+    for c in conds:
+        if c.startswith("unseen-"):
+            for s in unseen.available(args.unseen):
+                b = unseen.baselines(args.unseen, s, c.split("-", 1)[1])
+                out[f"{c}/{s}"] = b
     return out
 
 
@@ -330,6 +402,7 @@ def main(argv=None):
     info = {"models": {m: {k: v for k, v in i.items() if k != "embedder"} for m, i in models.items()},
             "data": args.data, "hard": args.hard, "limit": args.limit, "note": args.note, "data_note": data_note,
             "conditions": list(tasks), "tasks": sorted({t.metadata.name for ts, _ in tasks.values() for t in ts}),
+            "baselines": unseen_baselines(args, tasks) if args.unseen else {},
             "skipped": {f"{c}/{n}": t.skipped for c, (_, by) in tasks.items() for n, t in by.items() if t.skipped}}
     (out / "scores.json").write_text(json.dumps(rows, indent=1))
     (out / "scores.md").write_text(markdown(rows, info))
