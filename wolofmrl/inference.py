@@ -1,27 +1,34 @@
-"""Batched, length-sorted inference for many clips or passages.
+"""Batched, length-sorted, pipelined inference for many clips or passages.
 
     from wolofmrl.inference import encode_speech, encode_text, prepare_model
-    model = prepare_model(model, device="cuda", compile=False)      # SDPA attention, eval mode, on the device
-    q = encode_speech(model, processor, clips, batch_size=64, dim=128, dtype=torch.bfloat16)   # (N, 128) fp32 CPU
-    d = encode_text(model, processor, passages, batch_size=256, dim=128, dtype=torch.bfloat16)
+    model = prepare_model(model, device="cuda")        # SDPA, eval mode, on the device, bf16 weights on CUDA
+    q = encode_speech(model, processor, clips, batch_size=None, dim=128)       # (N, 128) float32 on the CPU
+    d = encode_text(model, processor, passages, batch_size=None, dim=128)
 
 What makes it fast, and why it gives the same embeddings as calling the model batch by batch:
 
+- The CPU side runs ahead in worker threads (`workers`, default half the cores): texts are tokenised in chunks by
+  the Rust tokenizer (`fast_token_ids`: `encode_batch_fast`, GIL released) and collated; clips are decoded,
+  resampled, checked and reflect-padded (`processor.prepare_audio`, `reflect_stack`). Batches reach the device
+  from pinned memory without blocking, and results are fetched once per chunk (text) or every 4 batches
+  (speech), so the device never waits on the CPU between batches.
 - Items are sorted by length and batched in that order, so a batch pads to its own longest clip (never to 30 s:
   the model keeps each clip's length) or its longest passage; results come back in the caller's order.
-- Whisper log-mel features are computed batched on the model's device (one STFT + one mel matmul per batch)
-  instead of clip by clip on the CPU. Each clip is reflect-padded on its own before the STFT, so its frames equal
-  the processor's (`WolofMRLProcessor._features`) up to float rounding; frames past a clip's end are zero and
-  masked, as the processor makes them.
+- Text batches on CUDA are packed (`wolofmrl.packed`): no padding token at all, attention within each passage
+  by variable-length attention; checked once per model against the padded forward (else padded batches).
+- Whisper log-mel features are computed batched on the model's device (one STFT + one mel matmul per batch).
+  Each clip is reflect-padded on its own before the STFT, so its frames equal the processor's up to float
+  rounding; frames past a clip's end are zero and masked, as the processor makes them.
 - Attention runs through PyTorch SDPA where the backbone supports it (`prepare_model` checks and reports).
-- `dtype=torch.bfloat16` (or float16) runs under `torch.autocast`; embeddings are returned in float32.
-- `prepare_model(weights_dtype=torch.bfloat16)` casts the weights themselves (less memory traffic than autocast).
-- `max_tokens` / `max_seconds` batch by padded size instead of item count, so short items fill large batches.
+- `prepare_model` casts the weights to bf16 on CUDA by default (`weights_dtype`); `dtype=torch.bfloat16` (or
+  float16) runs under `torch.autocast` instead. Embeddings are returned in float32.
+- `batch_size=None` sizes batches for the device (`auto_batches`); `max_tokens` / `max_seconds` batch by padded
+  size instead of item count, so short items fill large batches.
 - `compile=True` compiles the speech tower and the text model in place (`nn.Module.compile`, dynamic shapes), so
-  state-dict keys do not change. The first batches pay the compilation.
+  state-dict keys do not change. The first batches pay the compilation. Not measured to help (issue 20).
 
-The model is never padded to 30 s and nothing here changes it beyond device, eval mode, attention implementation
-and (optionally) compilation.
+The model is never padded to 30 s and nothing here changes it beyond device, weights dtype, eval mode, attention
+implementation and (optionally) compilation.
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ import torch
 from processing_wolofmrl import reflect_stack, whisper_log_mel
 
 __all__ = ["encode_speech", "encode_text", "prepare_model", "attention_implementations", "clip_seconds",
-           "whisper_features", "length_batches", "fast_token_ids", "default_workers"]
+           "whisper_features", "length_batches", "fast_token_ids", "default_workers", "auto_batches"]
 
 
 # --------------------------------------------------------------------------- model set-up
@@ -176,6 +183,14 @@ whisper_features = whisper_log_mel
 
 def _is_whisper_fe(processor) -> bool:
     return type(processor.feature_extractor).__name__ == "WhisperFeatureExtractor"
+
+
+def auto_batches(device: torch.device, kind: str, budget=None) -> tuple[int, float | None]:
+    """(batch_size, budget) for `batch_size=None`: on CUDA large batches cut by a padded-size budget (text: 4096
+    texts / 65,536 tokens; speech: 1024 clips / 4096 s of audio), elsewhere (CPU) 64 texts / 16 clips."""
+    if torch.device(device).type == "cuda":
+        return (4096, budget or 65536) if kind == "text" else (1024, budget or 4096.0)
+    return (64, budget) if kind == "text" else (16, budget)
 
 
 # --------------------------------------------------------------------------- the CPU side, in worker threads
@@ -350,7 +365,7 @@ def _check_packed(model, device, dtype, backend: str) -> bool:
 
 # --------------------------------------------------------------------------- public encoders
 @torch.no_grad()
-def encode_text(model, processor, texts, batch_size: int = 128, dim: int | None = None,
+def encode_text(model, processor, texts, batch_size: int | None = 128, dim: int | None = None,
                 device: str | torch.device | None = None, dtype: torch.dtype | None = None,
                 sort_by_length: bool = True, progress: bool = True, text_kind: str | None = "passage",
                 max_length: int = 512, compile: bool = False, max_tokens: int | None = None,
@@ -363,7 +378,8 @@ def encode_text(model, processor, texts, batch_size: int = 128, dim: int | None 
     within a chunk and cut into batches of at most `batch_size` texts and `max_tokens` tokens. Padded batches pad
     to a multiple of `pad_to_multiple_of` (masked: embeddings do not change); packed batches (`packed`, see
     `_packed_backend`; default: on CUDA) hold no padding at all. Batches go to the device from pinned memory
-    without blocking. Raises ValueError for a bad dim or non-string texts.
+    without blocking. `batch_size=None`: sized for the device (`auto_batches`: on CUDA up to 4096 texts and
+    65,536 tokens a batch). Raises ValueError for a bad dim or non-string texts.
     """
     model._check_dim(dim)
     texts = [texts] if isinstance(texts, str) else list(texts)
@@ -374,6 +390,8 @@ def encode_text(model, processor, texts, batch_size: int = 128, dim: int | None 
     device = _device_of(model, device)
     if compile or next(model.parameters()).device != device:
         prepare_model(model, device=device, compile=compile)
+    if batch_size is None:
+        batch_size, max_tokens = auto_batches(device, "text", max_tokens)
     backend = _packed_backend(model, device, dtype, packed)
     prefixed = processor.prefix(texts, text_kind)
     chunk = chunk_size or max(8192, 4 * batch_size)
@@ -410,7 +428,7 @@ def _speech_job(processor, items: list, sampling_rate, fast: bool, pin: bool):
 
 
 @torch.no_grad()
-def encode_speech(model, processor, clips, batch_size: int = 32, dim: int | None = None,
+def encode_speech(model, processor, clips, batch_size: int | None = 32, dim: int | None = None,
                   device: str | torch.device | None = None, dtype: torch.dtype | None = None,
                   sort_by_length: bool = True, progress: bool = True, sampling_rate: int | None = 16000,
                   compile: bool = False, features_on_device: bool = True,
@@ -423,7 +441,8 @@ def encode_speech(model, processor, clips, batch_size: int = 32, dim: int | None
     `max_seconds`: audio budget per batch (clips x longest clip, seconds; see `length_batches`' max_tokens).
     `workers` threads (default `default_workers()`) decode, resample and pad the next batches while the device runs
     this one; the waves reach the device from pinned memory without blocking. Weights cast to bf16/fp16
-    (`prepare_model(weights_dtype=...)`) get features in their dtype. Raises ValueError for a bad dim or clip.
+    (`prepare_model(weights_dtype=...)`) get features in their dtype. `batch_size=None`: sized for the device
+    (`auto_batches`). Raises ValueError for a bad dim or clip.
     """
     model._check_dim(dim)  # a bad dim fails before any work
     if len(clips) == 0:
@@ -432,6 +451,8 @@ def encode_speech(model, processor, clips, batch_size: int = 32, dim: int | None
     device = _device_of(model, device)
     if compile or next(model.parameters()).device != device:
         prepare_model(model, device=device, compile=compile)
+    if batch_size is None:
+        batch_size, max_seconds = auto_batches(device, "speech", max_seconds)
     lengths = [clip_seconds(c, sampling_rate) for c in clips]
     fast = features_on_device and _is_whisper_fe(processor)
     weights = next(model.parameters()).dtype
