@@ -9,8 +9,9 @@
 #     bash eval/device_speed.sh run      # here: the same script end to end on 2 CPU threads, tiny sizes
 #
 # The bundle (wolofmrl.portable pack: Whisper encoder fp16, mE5 exact Q4_0 + the vocabulary rows of the French
-# texts the benchmark reads) is unpacked to build/backbones; the model is built with the committed delta
-# (DELTA=auto; speed does not depend on its values). Passages are real French text; clips are SYNTHETIC.
+# texts the benchmark reads; the Whisper-base encoder as zeros, filled with seeded random values there:
+# eval/speed_carry.py) is unpacked to build/backbones; the model is built with the committed delta (DELTA=auto).
+# Speed does not depend on the values. Passages are real French text; clips are SYNTHETIC.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 CARRY=${CARRY:-.device_speed}
@@ -40,6 +41,8 @@ texts.append("Quels sont les horaires d'ouverture du marché central le samedi ?
 print(json.dumps(pack(sys.argv[1], texts, backbone_root=sys.argv[2])))
 EOF
   fi
+  # the Whisper encoder (38 MB) does not fit beside faiss: zeros here, random values there (eval/speed_carry.py)
+  [ -f "$CARRY/carry/WHISPER_RANDOM" ] || "$py" eval/speed_carry.py strip "$CARRY/carry"
   du -sh "$CARRY" "$CARRY"/whl "$CARRY"/carry
 }
 
@@ -52,6 +55,9 @@ setup() {
   if [ ! -f "$MODEL/config.json" ]; then
     [ -f build/backbones/multilingual-e5-small/model.safetensors ] \
       || "$PY" -m wolofmrl.portable unpack --bundle "$CARRY/carry" --root build/backbones || exit 1
+    if [ -f "$CARRY/carry/WHISPER_RANDOM" ] && [ ! -f build/backbones/whisper-base/WHISPER_RANDOM ]; then
+      "$PY" eval/speed_carry.py randomize build/backbones/whisper-base || exit 1
+    fi
     "$PY" -m wolofmrl.build --out "$MODEL" --delta "$DELTA" || exit 1
   fi
   "$PY" -c "import torch, faiss; print('torch', torch.__version__, 'faiss', faiss.__version__,

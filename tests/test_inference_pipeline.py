@@ -65,6 +65,20 @@ def test_encode_text_chunks_workers_packed_equal_plain(fusion, packed):
     assert_rows(small, plain_text(model, processor, texts, dim=16))
 
 
+def test_packed_attention_backends_equal_per_sequence_attention():
+    from wolofmrl.packed import _attention
+
+    torch.manual_seed(0)
+    lengths = torch.tensor([3, 9, 1, 6])
+    cu = torch.zeros(5, dtype=torch.int32)
+    cu[1:] = lengths.cumsum(0)
+    q, k, v = (torch.randn(int(lengths.sum()), 2, 8) for _ in range(3))
+    ref = torch.cat([F.scaled_dot_product_attention(*(x[a:b].transpose(0, 1) for x in (q, k, v))).transpose(0, 1)
+                     for a, b in zip(cu[:-1].tolist(), cu[1:].tolist())])
+    for backend in ("padded", "nested"):  # "varlen" needs CUDA (FlashAttention); the GPU run checks it
+        torch.testing.assert_close(_attention(q, k, v, cu, 9, backend, lengths, 1), ref, atol=1e-5, rtol=1e-5)
+
+
 def test_packed_pool_equals_padded_model_per_pooling(fusion):
     model, processor = fusion
     assert supports_packed(model.text_model)
@@ -77,8 +91,9 @@ def test_packed_pool_equals_padded_model_per_pooling(fusion):
         mask = batch["attention_mask"]
         for how, ref in (("mean", (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)),
                          ("last", hidden[torch.arange(len(ids)), mask.sum(1) - 1]), ("cls", hidden[:, 0])):
-            got = packed_text_pool(model.text_model, flat, positions, cu, longest, how, "padded")
-            torch.testing.assert_close(got, ref, atol=2e-5, rtol=1e-4)
+            for backend in ("padded", "nested"):
+                got = packed_text_pool(model.text_model, flat, positions, cu, longest, how, backend, 1)
+                torch.testing.assert_close(got, ref, atol=2e-5, rtol=1e-4)
 
 
 def test_encode_speech_workers_equal_plain_and_keep_order(fusion):

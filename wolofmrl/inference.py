@@ -34,6 +34,7 @@ implementation and (optionally) compilation.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 from collections.abc import Sequence
 
@@ -270,15 +271,15 @@ def _collate_text(ids: list[list[int]], pad_id: int, pad_to_multiple_of: int | N
         from wolofmrl.packed import pack_ids
 
         flat, positions, cu, longest = pack_ids(ids)
-        return {"flat": _pin(flat, pin), "positions": _pin(positions, pin), "cu": _pin(cu, pin), "longest": longest}
+        return {"flat": _pin(flat, pin), "positions": _pin(positions, pin), "cu": _pin(cu, pin), "longest": longest,
+                "shortest": min(map(len, ids))}
     width = max(len(x) for x in ids)
     if pad_to_multiple_of:
         width = -(-width // pad_to_multiple_of) * pad_to_multiple_of
+    lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+    mask = (np.arange(width)[None] < lengths[:, None]).astype(np.int64)
     arr = np.full((len(ids), width), pad_id, dtype=np.int64)
-    mask = np.zeros((len(ids), width), dtype=np.int64)
-    for row, x in enumerate(ids):
-        arr[row, :len(x)] = x
-        mask[row, :len(x)] = 1
+    arr[mask.astype(bool)] = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64, count=int(lengths.sum()))
     return {"input_ids": _pin(torch.from_numpy(arr), pin), "attention_mask": _pin(torch.from_numpy(mask), pin)}
 
 
@@ -306,7 +307,7 @@ def _text_forward(model, batch: dict, device: torch.device, dim, backend: str) -
 
         flat, positions, cu = (batch[k].to(device, non_blocking=True) for k in ("flat", "positions", "cu"))
         pooled = packed_text_pool(model.text_model, flat, positions, cu, batch["longest"],
-                                  model.config.text_pooling, backend)
+                                  model.config.text_pooling, backend, batch.get("shortest"))
         full = model._head(pooled)
         return normalize_dim(full, model._check_dim(dim), model.config.embedding_dim, model.config.matryoshka_dims)
     inputs = {k: batch[k].to(device, non_blocking=True) for k in ("input_ids", "attention_mask")}

@@ -18,6 +18,9 @@ Pooled outputs equal the padded model's (`pool(..., "mean" | "last" | "cls")`) u
 
 from __future__ import annotations
 
+import itertools
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -59,18 +62,21 @@ def varlen_backend(device: torch.device, dtype: torch.dtype) -> str:
 def pack_ids(ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
     """Token id lists -> (flat ids (T,) int64, positions within each sequence (T,) int64, cu_seqlens (N+1,) int32,
     longest length). CPU tensors (pin them before a non-blocking copy)."""
-    lengths = torch.tensor([len(x) for x in ids], dtype=torch.int64)
-    if len(ids) == 0 or int(lengths.min()) < 1:
-        raise ValueError("pack_ids needs at least one sequence and no empty sequence")
-    flat = torch.tensor([t for x in ids for t in x], dtype=torch.int64)
-    cu = torch.zeros(len(ids) + 1, dtype=torch.int32)
-    cu[1:] = torch.cumsum(lengths, 0)
-    starts = torch.repeat_interleave(cu[:-1].long(), lengths)
-    positions = torch.arange(len(flat), dtype=torch.int64) - starts
-    return flat, positions, cu, int(lengths.max())
+    if len(ids) == 0:
+        raise ValueError("pack_ids needs at least one sequence")
+    lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+    if int(lengths.min()) < 1:
+        raise ValueError("pack_ids got an empty sequence: every sequence needs at least one token")
+    total = int(lengths.sum())
+    flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64, count=total)
+    cu = np.zeros(len(ids) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=cu[1:])
+    positions = np.arange(total, dtype=np.int64) - np.repeat(cu[:-1].astype(np.int64), lengths)
+    return torch.from_numpy(flat), torch.from_numpy(positions), torch.from_numpy(cu), int(lengths.max())
 
 
-def _attention(q, k, v, cu: torch.Tensor, longest: int, backend: str, lengths: torch.Tensor | None):
+def _attention(q, k, v, cu: torch.Tensor, longest: int, backend: str, lengths: torch.Tensor | None,
+               shortest: int | None = None):
     """q, k, v: (T, H, D) -> (T, H, D), attention within each sequence."""
     if backend == "varlen":
         from torch.nn.attention.varlen import varlen_attn
@@ -78,13 +84,15 @@ def _attention(q, k, v, cu: torch.Tensor, longest: int, backend: str, lengths: t
         return varlen_attn(q, k, v, cu, cu, longest, longest)
     if backend == "nested":
         offsets = cu.long()
-        nq, nk, nv = (torch.nested.nested_tensor_from_jagged(x, offsets).transpose(1, 2) for x in (q, k, v))
+        nq, nk, nv = (torch.nested.nested_tensor_from_jagged(x, offsets, min_seqlen=shortest, max_seqlen=longest)
+                      .transpose(1, 2) for x in (q, k, v))  # lengths given: no device->host sync
         out = F.scaled_dot_product_attention(nq, nk, nv)  # (N, H, j, D)
         return out.transpose(1, 2).values()
     # padded reference: (N, L, H, D) with a key mask
     n = len(cu) - 1
-    rows = torch.repeat_interleave(torch.arange(n, device=q.device), lengths)
-    cols = torch.arange(q.shape[0], device=q.device) - torch.repeat_interleave(cu[:-1].long(), lengths)
+    rows = torch.repeat_interleave(torch.arange(n, device=q.device), lengths, output_size=q.shape[0])
+    cols = torch.arange(q.shape[0], device=q.device) - torch.repeat_interleave(cu[:-1].long(), lengths,
+                                                                               output_size=q.shape[0])
     pad = lambda x: x.new_zeros(n, longest, *x.shape[1:]).index_put_((rows, cols), x)  # noqa: E731
     keep = torch.zeros(n, longest, dtype=torch.bool, device=q.device).index_put_(
         (rows, cols), torch.ones_like(rows, dtype=torch.bool))
@@ -93,12 +101,12 @@ def _attention(q, k, v, cu: torch.Tensor, longest: int, backend: str, lengths: t
     return out.transpose(1, 2)[rows, cols]
 
 
-def _layer(layer, x, cu, longest, backend, lengths):
+def _layer(layer, x, cu, longest, backend, lengths, shortest):
     att = layer.attention.self
     heads = att.num_attention_heads
     t, hidden = x.shape
     q, k, v = (m(x).view(t, heads, hidden // heads) for m in (att.query, att.key, att.value))
-    ctx = _attention(q, k, v, cu, longest, backend, lengths).reshape(t, hidden)
+    ctx = _attention(q, k, v, cu, longest, backend, lengths, shortest).reshape(t, hidden)
     out = layer.attention.output
     x = out.LayerNorm(out.dense(ctx) + x)
     inter = layer.intermediate.intermediate_act_fn(layer.intermediate.dense(x))
@@ -106,11 +114,12 @@ def _layer(layer, x, cu, longest, backend, lengths):
 
 
 def packed_text_pool(text_model, flat_ids: torch.Tensor, positions: torch.Tensor, cu: torch.Tensor, longest: int,
-                     pooling: str, backend: str) -> torch.Tensor:
+                     pooling: str, backend: str, shortest: int | None = None) -> torch.Tensor:
     """Pooled last hidden states of packed sequences: (N, hidden), in the model's dtype.
 
     flat_ids / positions (T,) and cu (N+1,) int32 on the model's device (from `pack_ids`); pooling "mean" | "last"
-    | anything else = first token (CLS), as `modeling_wolofmrl.pool`. Eval mode only (no dropout).
+    | anything else = first token (CLS), as `modeling_wolofmrl.pool`. `longest` / `shortest`: the longest and
+    shortest sequence lengths (Python ints, known on the CPU: nothing waits on the device). Eval mode only.
     """
     cfg = text_model.config
     emb = text_model.embeddings
@@ -121,9 +130,10 @@ def packed_text_pool(text_model, flat_ids: torch.Tensor, positions: torch.Tensor
     x = emb.LayerNorm(x)
     lengths = (cu[1:] - cu[:-1]).long()
     for layer in text_model.encoder.layer:
-        x = _layer(layer, x, cu, longest, backend, lengths)
+        x = _layer(layer, x, cu, longest, backend, lengths, shortest)
     if pooling == "mean":
-        seg = torch.repeat_interleave(torch.arange(len(lengths), device=x.device), lengths)
+        seg = torch.repeat_interleave(torch.arange(len(lengths), device=x.device), lengths,
+                                      output_size=x.shape[0])  # the size given: no device->host sync
         sums = torch.zeros(len(lengths), x.shape[1], dtype=torch.float32, device=x.device).index_add_(0, seg, x.float())
         return (sums / lengths[:, None].float()).to(x.dtype)
     if pooling == "last":
