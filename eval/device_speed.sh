@@ -10,7 +10,7 @@
 #
 # The bundle (wolofmrl.portable pack: Whisper encoder fp16, mE5 exact Q4_0 + the vocabulary rows of the French
 # texts the benchmark reads; the Whisper-base encoder as zeros, filled with seeded random values there:
-# eval/speed_carry.py) is unpacked to build/backbones; the model is built with the committed delta (DELTA=auto).
+# eval/speed_carry.py) is unpacked to $BACKBONES_DIR (never build/); the model is built with the committed delta (DELTA=auto).
 # Speed does not depend on the values. Passages are real French text; clips are SYNTHETIC.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +19,7 @@ PY=${PY:-python3}
 DEVICE=${DEVICE:-cuda}
 MODEL=${MODEL:-/tmp/wolofmrl-speed}
 DELTA=${DELTA:-auto}
+BACKBONES_DIR=${BACKBONES_DIR:-/tmp/speed_backbones}  # unpacked here (and randomized): a private folder
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 
 prepare() {
@@ -52,13 +53,14 @@ setup() {
       "$CARRY"/whl/*.whl || exit 1
   fi
   export PYTHONPATH="$PWD:/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
-  if [ ! -f "$MODEL/config.json" ]; then
-    [ -f build/backbones/multilingual-e5-small/model.safetensors ] \
-      || "$PY" -m wolofmrl.portable unpack --bundle "$CARRY/carry" --root build/backbones || exit 1
-    if [ -f "$CARRY/carry/WHISPER_RANDOM" ] && [ ! -f build/backbones/whisper-base/WHISPER_RANDOM ]; then
-      "$PY" eval/speed_carry.py randomize build/backbones/whisper-base || exit 1
+  if [ ! -f "$MODEL/config.json" ]; then  # backbones go to a private folder: never over a shared build/
+    [ -f "$BACKBONES_DIR/multilingual-e5-small/model.safetensors" ] \
+      || "$PY" -m wolofmrl.portable unpack --bundle "$CARRY/carry" --root "$BACKBONES_DIR" || exit 1
+    if [ -f "$CARRY/carry/WHISPER_RANDOM" ] && [ ! -f "$BACKBONES_DIR/whisper-base/WHISPER_RANDOM" ]; then
+      "$PY" eval/speed_carry.py randomize "$BACKBONES_DIR/whisper-base" || exit 1
     fi
-    "$PY" -m wolofmrl.build --out "$MODEL" --delta "$DELTA" || exit 1
+    "$PY" -m wolofmrl.build --out "$MODEL" --delta "$DELTA" --speech "$BACKBONES_DIR/whisper-base" \
+      --text "$BACKBONES_DIR/multilingual-e5-small" || exit 1
   fi
   "$PY" -c "import torch, faiss; print('torch', torch.__version__, 'faiss', faiss.__version__,
 'gpu', torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)"

@@ -1,7 +1,7 @@
 """Make eval/device_speed.sh's backbone bundle fit the device's 64 MiB beside the faiss wheel (issue 20).
 
     python eval/speed_carry.py strip .device_speed/carry                  # here, after wolofmrl.portable pack
-    python eval/speed_carry.py randomize build/backbones/whisper-base     # there, after wolofmrl.portable unpack
+    python eval/speed_carry.py randomize /tmp/speed_backbones/whisper-base   # there, after portable unpack
 
 The Whisper-base encoder (38 MB compressed) is carried as zeros of its exact shapes and dtypes (a few KB once
 compressed) and filled there with seeded random values (normal, std 0.02; LayerNorm weights 1): the SAME
@@ -39,12 +39,16 @@ def strip(carry: Path) -> None:
 
 
 def randomize(folder: Path, seed: int = 0) -> None:
+    """Overwrite `folder`'s weights with random values: only a folder unpacked from a stripped bundle (it must not
+    be a real converted backbone: refuses unless its weights are all zero)."""
     import torch
     from safetensors.torch import load_file as load_pt
     from safetensors.torch import save_file as save_pt
 
     gen = torch.Generator().manual_seed(seed)
     state = load_pt(str(folder / "model.safetensors"))
+    if any(bool(v.any()) for v in state.values()):
+        raise SystemExit(f"{folder} holds non-zero weights: not a stripped bundle's unpack; refusing to randomize it")
     for key, value in state.items():
         if "layer_norm" in key and key.endswith("weight"):
             state[key] = torch.ones_like(value)
