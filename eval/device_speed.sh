@@ -78,7 +78,7 @@ run() {
     args+=(--n-text 65536 --n-speech 2048 --min-seconds 3 --index-sizes 100000,1000000)
   fi
   [ -z "${THREADS:-}" ] || args+=(--threads "$THREADS")
-  "$PY" eval/throughput.py "${args[@]}" 2>&1 | grep -v -E "it/s\]|s/it\]" | tee "$out_dir/speed_${DEVICE}.log"
+  "$PY" eval/throughput.py "${args[@]}" 2>&1 | grep --line-buffered -v -E "it/s\]|s/it\]" | tee "$out_dir/speed_${DEVICE}.log"
   local rc=${PIPESTATUS[0]}
   echo "throughput exit $rc; total $((SECONDS - t0)) s"
   return "$rc"
