@@ -267,14 +267,23 @@ def main(argv=None):
     print(json.dumps(env), flush=True)
     rows, extra, skip = [], [], set(args.skip.split(","))
     texts = None
+
+    def section(name, fn):  # one section failing (a kernel, a missing package) leaves the others measured
+        try:
+            return fn()
+        except Exception as err:
+            import traceback
+
+            traceback.print_exc()
+            extra.append(f"**{name}: FAILED** `{type(err).__name__}: {str(err)[:300]}`")
     if "text" not in skip:
-        texts, _ = run_text(model, processor, args, device, rows)
+        texts = (section("text", lambda: run_text(model, processor, args, device, rows)) or (None,))[0]
     if "speech" not in skip:
-        run_speech(model, processor, args, device, rows)
+        section("speech", lambda: run_speech(model, processor, args, device, rows))
     if args.index_sizes or args.latency:
         from speed_index import index_and_latency
 
-        extra = index_and_latency(model, processor, args, device, texts)
+        extra += section("index / latency", lambda: index_and_latency(model, processor, args, device, texts)) or []
     text = report(env, rows, extra)
     print(text)
     if args.out:
