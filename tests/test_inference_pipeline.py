@@ -52,6 +52,7 @@ def test_fast_token_ids_equal_the_tokenizer_call(fusion):
     assert fast_token_ids(tok, texts[:5], 512) == tok(texts[:5], truncation=True, max_length=512)["input_ids"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("packed", [False, True])
 def test_encode_text_chunks_workers_packed_equal_plain(fusion, packed):
     model, processor = fusion
@@ -96,6 +97,7 @@ def test_packed_pool_equals_padded_model_per_pooling(fusion):
                 torch.testing.assert_close(got, ref, atol=2e-5, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_encode_speech_workers_equal_plain_and_keep_order(fusion):
     model, processor = fusion
     waves = synthetic_waves(11, seconds=(0.3, 5.0), seed=5)
