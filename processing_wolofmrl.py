@@ -301,13 +301,27 @@ def resample(wave, orig: int, target: int) -> np.ndarray:
 _MEL_CACHE: dict = {}
 
 
-def whisper_log_mel(feature_extractor, clips: list[np.ndarray], device="cpu") -> dict[str, torch.Tensor]:
+def reflect_stack(clips: list[np.ndarray], n_fft: int) -> torch.Tensor:
+    """CPU (B, longest + 2 * (n_fft // 2)) float32: each clip reflect-padded by n_fft // 2 on its own (as
+    `WhisperFeatureExtractor` pads a lone clip; constant padding for clips of at most n_fft // 2 samples), then
+    zero-padded to the longest. The CPU half of `whisper_log_mel` (worker threads build it; pin it for a copy)."""
+    half = n_fft // 2
+    waves = np.zeros((len(clips), max(len(c) for c in clips) + 2 * half), dtype=np.float32)
+    for i, clip in enumerate(clips):
+        clip = np.asarray(clip, dtype=np.float32)
+        waves[i, : len(clip) + 2 * half] = np.pad(clip, half, mode="reflect" if len(clip) > half else "constant")
+    return torch.from_numpy(waves)
+
+
+def whisper_log_mel(feature_extractor, clips: list[np.ndarray], device="cpu",
+                    stacked: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Whisper log-mel of 16 kHz mono clips, batched on `device`, each clip at its own length (never 30 s).
 
     Returns {"input_features": (B, n_mels, T) float32, "attention_mask": (B, T) long}, T = the longest clip's
     frame count (`len // hop`) rounded up to even (Whisper's stride-2 conv: a clip's tail is the same alone or
     batched). Each clip is reflect-padded on its own (as `WhisperFeatureExtractor` does a lone clip), normalised
-    on its own frames; frames past a clip's end are zero and masked.
+    on its own frames; frames past a clip's end are zero and masked. `stacked`: `reflect_stack(clips, n_fft)`
+    made beforehand (e.g. pinned, in a worker thread); copied to `device` without blocking.
     """
     device = torch.device(device)
     n_fft, hop = int(feature_extractor.n_fft), int(feature_extractor.hop_length)
@@ -319,13 +333,9 @@ def whisper_log_mel(feature_extractor, clips: list[np.ndarray], device="cpu") ->
         _MEL_CACHE[key] = (torch.hann_window(n_fft, device=device),
                            torch.from_numpy(filters).to(device, torch.float32))
     window, mel_filters = _MEL_CACHE[key]
-    half = n_fft // 2
     frames = [len(c) // hop for c in clips]
-    waves = torch.zeros(len(clips), max(len(c) for c in clips) + 2 * half, device=device)
-    for i, clip in enumerate(clips):  # reflect-pad each clip alone (center=True on a lone clip), then zero-pad
-        wave = torch.as_tensor(np.ascontiguousarray(clip, dtype=np.float32)).to(device, non_blocking=True)
-        mode = "reflect" if len(clip) > half else "constant"
-        waves[i, : len(clip) + 2 * half] = F.pad(wave[None, None], (half, half), mode=mode)[0, 0]
+    stacked = reflect_stack(clips, n_fft) if stacked is None else stacked
+    waves = stacked.to(device, non_blocking=True)
     stft = torch.stft(waves, n_fft, hop, window=window, center=False, return_complex=True)  # (B, n_fft/2+1, F)
     longest = max(frames)
     parts = torch.view_as_real(stft[..., :longest])
@@ -334,7 +344,16 @@ def whisper_log_mel(feature_extractor, clips: list[np.ndarray], device="cpu") ->
     mask = torch.arange(longest, device=device)[None] < torch.tensor(frames, device=device)[:, None]
     peak = log_spec.masked_fill(~mask[:, None, :], float("-inf")).amax(dim=(1, 2), keepdim=True)
     log_spec = ((torch.maximum(log_spec, peak - 8.0) + 4.0) / 4.0) * mask[:, None, :]
-    return pad_features([log_spec[i, :, :n] for i, n in enumerate(frames)], even=True)
+    return _pad_masked(log_spec, frames)
+
+
+def _pad_masked(log_spec: torch.Tensor, frames: list[int]) -> dict[str, torch.Tensor]:
+    """(B, n_mels, longest) already zero past each clip's end -> the `pad_features` layout (even T), on its device."""
+    total = log_spec.shape[-1] + log_spec.shape[-1] % 2
+    feats = F.pad(log_spec, (0, total - log_spec.shape[-1]))
+    mask = (torch.arange(total, device=feats.device)[None]
+            < torch.tensor(frames, device=feats.device)[:, None]).long()
+    return {"input_features": feats.float(), "attention_mask": mask}
 
 
 def pad_features(features: list, even: bool = True, key: str = "input_features") -> dict[str, torch.Tensor]:
@@ -657,6 +676,7 @@ def check_processor_folder(folder: str) -> None:
                                f'"modeling_wolofmrl.WolofMRLModel"}} to config.json, or {fix}')
 
 
-__all__ = ["WolofMRLProcessor", "decode_audio", "load_audio", "resample", "whisper_log_mel", "pad_features",
+__all__ = ["WolofMRLProcessor", "decode_audio", "load_audio", "resample", "whisper_log_mel", "reflect_stack",
+           "pad_features",
            "split_windows", "samples_to_mono", "samples_to_float", "check_sampling_rate", "check_texts",
            "check_processor_folder", "trim_silence", "SAMPLING_RATE"]
