@@ -70,10 +70,12 @@ print('|'.join(sorted({*c['multilingual']['langs'], *c['voices']['wo_readers'], 
   # (re)packed when the texts changed since the last pack (the stamp holds their sha256)
   local sha; sha=$(sha256sum "$TEXTS" | cut -d' ' -f1)
   if [ ! -f build/carry/bundle.json ] || [ "$(cat build/carry/texts.sha256 2>/dev/null)" != "$sha" ]; then
+    local texts_txt; texts_txt=$(mktemp)  # (not in the carry: 9 MB of text)
     "$py" -c "import sys; from wolofmrl.curation.speech_texts import read_texts
 texts = {r[k].replace(chr(10), ' ') for r in read_texts(sys.argv[1]) for k in ('transcript', 'wo_text', 'fr_text') if r.get(k)}
-open(sys.argv[2], 'w').write(chr(10).join(sorted(texts)))" "$TEXTS" "$CARRY/texts.txt"
-    "$py" -m wolofmrl.portable pack --out build/carry --extra-texts "$CARRY/texts.txt"
+open(sys.argv[2], 'w').write(chr(10).join(sorted(texts)))" "$TEXTS" "$texts_txt"
+    "$py" -m wolofmrl.portable pack --out build/carry --extra-texts "$texts_txt"
+    rm -f "$texts_txt"
     echo "$sha" > build/carry/texts.sha256
   fi
   du -sh "$CARRY" build/carry
