@@ -87,8 +87,8 @@ def latency(model, processor, index: FunnelIndex, devices: list[str], args, line
               "| device | WolofMRL ms | Whisper-base cascade ms | cascade / WolofMRL |", "|---|---|---|---|"]
     for dev in devices:
         dev = torch.device(dev)
-        here = model if next(model.parameters()).device == dev else prepare_model(copy.deepcopy(model).float(),
-                                                                                 device=dev)
+        same = next(model.parameters()).device.type == dev.type
+        here = model if same else prepare_model(copy.deepcopy(model).float(), device=dev)
         dtype = torch.bfloat16 if dev.type == "cuda" else None
         whisper = copy.deepcopy(asr).to(dev, dtype or torch.float32)
 

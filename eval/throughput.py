@@ -144,11 +144,12 @@ def run_text(model, processor, args, device, rows):
     ids = fast_token_ids(tok, processor.prefix(texts, "passage"), 512)
     lengths = [len(x) for x in ids]
     batch, budget = auto_batches(device, "text", args.max_tokens)
-    plans = [("padded buckets", f"{budget}-token batches, pad to 8", False, None, batch, budget),
+    size = f"{budget}-token batches" if budget else f"batches of {batch}"
+    plans = [("padded buckets", f"{size}, pad to 8", False, None, batch, budget),
              ("padded to 128", "batch 1024 (the issue's ceiling)", False, 128, 1024, None)]
     packed_backend = _packed_backend(model, device, None, True)
     for backend in dict.fromkeys([packed_backend, "nested"] if device.type == "cuda" else [packed_backend]):
-        plans.append((f"packed ({backend})", f"{budget}-token batches, no padding", backend, None, batch, budget))
+        plans.append((f"packed ({backend})", f"{size}, no padding", backend, None, batch, budget))
     best = 0.0
     for name, config, backend, pad_to, bsize, tokens in plans:
         try:

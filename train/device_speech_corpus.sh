@@ -9,7 +9,8 @@
 # There (run tool, carry [".device_speech"]):   bash train/device_speech_corpus.sh run [OUT_DIR]
 #   -> unpacks espeak-ng + mbrola into a prefix (never into /), voices every clip with all cores into OUT_DIR
 #      (default /tmp/speech_corpus; rerun resumes, verifying finished chunks), copies the data card to $OUT when
-#      that is set. MAX_TRAIN_HOURS=H voices a deterministic train subset of about H hours (held-out splits whole).
+#      that is set. MAX_TRAIN_HOURS=H voices a deterministic train subset of about H hours, MAX_HELDOUT_HOURS=H caps
+#      dev and test each (unseen_dev / unseen_test are always voiced whole).
 # All audio is synthetic (espeak-ng, MBROLA diphones), not Wolof speakers. MBROLA fr1/fr4 and libttspico: never.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -69,10 +70,12 @@ print('|'.join(sorted({*c['multilingual']['langs'], *c['voices']['wo_readers'], 
   # (re)packed when the texts changed since the last pack (the stamp holds their sha256)
   local sha; sha=$(sha256sum "$TEXTS" | cut -d' ' -f1)
   if [ ! -f build/carry/bundle.json ] || [ "$(cat build/carry/texts.sha256 2>/dev/null)" != "$sha" ]; then
+    local texts_txt; texts_txt=$(mktemp)  # (not in the carry: 9 MB of text)
     "$py" -c "import sys; from wolofmrl.curation.speech_texts import read_texts
 texts = {r[k].replace(chr(10), ' ') for r in read_texts(sys.argv[1]) for k in ('transcript', 'wo_text', 'fr_text') if r.get(k)}
-open(sys.argv[2], 'w').write(chr(10).join(sorted(texts)))" "$TEXTS" "$CARRY/texts.txt"
-    "$py" -m wolofmrl.portable pack --out build/carry --extra-texts "$CARRY/texts.txt"
+open(sys.argv[2], 'w').write(chr(10).join(sorted(texts)))" "$TEXTS" "$texts_txt"
+    "$py" -m wolofmrl.portable pack --out build/carry --extra-texts "$texts_txt"
+    rm -f "$texts_txt"
     echo "$sha" > build/carry/texts.sha256
   fi
   du -sh "$CARRY" build/carry
@@ -97,7 +100,7 @@ run() {
   espeak-ng --version
   "$PY" -m wolofmrl.curation.speech_corpus synth --texts "$TEXTS" --out "$out" \
     --config "$CONFIG" --workers "${WORKERS:-$(nproc)}" ${SAMPLE_EVERY:+--sample-every "$SAMPLE_EVERY"} \
-    ${MAX_TRAIN_HOURS:+--max-train-hours "$MAX_TRAIN_HOURS"}
+    ${MAX_TRAIN_HOURS:+--max-train-hours "$MAX_TRAIN_HOURS"} ${MAX_HELDOUT_HOURS:+--max-heldout-hours "$MAX_HELDOUT_HOURS"}
   if [ -n "${OUT:-}" ]; then cp "$out/DATACARD.md" "$out/card.json" "$OUT/"; fi
 }
 

@@ -72,13 +72,13 @@ _FALLBACK_FEATURES = {
 
 
 # --------------------------------------------------------------------------- plan
-def plan_chunks(rows, vc: dict, chunk_size: int, sample_every: int = 1,
-                max_train_hours: float | None = None) -> list[tuple[str, int, list[dict]]]:
+def plan_chunks(rows, vc: dict, chunk_size: int, sample_every: int = 1, max_train_hours: float | None = None,
+                max_heldout_hours: float | None = None) -> list[tuple[str, int, list[dict]]]:
     """[(split, index, clips)] in a fixed order. A clip carries its row's shard fields and its voice.
 
     `sample_every` > 1 keeps every n-th clip (a deterministic sample for timing a build). `max_train_hours` keeps
     the train clips, in a salted hash order, until their estimated audio (text length / `CHARS_PER_S`, speed-scaled)
-    reaches it; held-out splits are kept whole.
+    reaches it; `max_heldout_hours` likewise caps dev and test each; unseen_dev / unseen_test are kept whole.
     """
     check_voice_config(vc)
     per_split: dict[str, list[dict]] = {s: [] for s in SPLITS}
@@ -91,8 +91,9 @@ def plan_chunks(rows, vc: dict, chunk_size: int, sample_every: int = 1,
             per_split[row["split"]].append({**{k: row[k] for k in ("sentence_id", "source", "source_key", "license",
                                                                     "speech_lang", "transcript", "wo_text", "fr_text",
                                                                     "split")}, "group": row.get("group") or "", **clip})
-    if max_train_hours is not None:
-        per_split["train"] = _budget(per_split["train"], max_train_hours)
+    for split, cap in (("train", max_train_hours), ("dev", max_heldout_hours), ("test", max_heldout_hours)):
+        if cap is not None:
+            per_split[split] = _budget(per_split[split], cap)
     return [(split, i // chunk_size, clips[i: i + chunk_size]) for split, clips in per_split.items()
             for i in range(0, len(clips), chunk_size)]
 
@@ -113,10 +114,9 @@ def _budget(clips: list[dict], max_hours: float) -> list[dict]:
     return [c for i, c in enumerate(clips) if i in keep]
 
 
-def plan_fingerprint(texts_path: str | Path, vc: dict, synth: dict, sample_every: int,
-                     max_train_hours: float | None = None) -> str:
+def plan_fingerprint(texts_path: str | Path, vc: dict, synth: dict, sample_every: int, *caps) -> str:
     h = hashlib.sha256(Path(texts_path).read_bytes()).hexdigest()
-    return f"{stable_hash(h, dumps(vc), dumps(synth), str(sample_every), str(max_train_hours)):016x}"
+    return f"{stable_hash(h, dumps(vc), dumps(synth), str(sample_every), *map(str, caps)):016x}"
 
 
 # --------------------------------------------------------------------------- one chunk
@@ -241,19 +241,21 @@ def check_espeak(vc: dict) -> str:
 
 
 def synth(texts: str | Path, out: str | Path, vc: dict, synth_cfg: dict, workers: int = 1, sample_every: int = 1,
-          stop_after_chunks: int | None = None, log=print, max_train_hours: float | None = None) -> dict:
+          stop_after_chunks: int | None = None, log=print, max_train_hours: float | None = None,
+          max_heldout_hours: float | None = None) -> dict:
     """Voice every planned clip of `texts` into `out` (resumable); returns the data card dict."""
     from .speech_texts import read_texts
 
     out = Path(out)
     check_espeak(vc)
-    fp = plan_fingerprint(texts, vc, synth_cfg, sample_every, max_train_hours)
+    fp = plan_fingerprint(texts, vc, synth_cfg, sample_every, max_train_hours, max_heldout_hours)
     out.mkdir(parents=True, exist_ok=True)
     stamp = out / "_plan_fingerprint"
     if stamp.exists() and stamp.read_text() != fp:
         raise ValueError(f"--out {out} holds chunks of another text file or voice plan: use a new --out or delete it")
     stamp.write_text(fp)
-    chunks = plan_chunks(read_texts(texts), vc, int(synth_cfg["chunk_size"]), sample_every, max_train_hours)
+    chunks = plan_chunks(read_texts(texts), vc, int(synth_cfg["chunk_size"]), sample_every, max_train_hours,
+                         max_heldout_hours)
     todo, redone = [], Counter()
     for split, idx, clips in chunks:
         ok, why = chunk_done(out, split, idx)
@@ -293,7 +295,7 @@ def synth(texts: str | Path, out: str | Path, vc: dict, synth_cfg: dict, workers
     run = {"workers": workers, "wall_s": round(wall, 1), "chunks_voiced": done, "clips_voiced": clips_done,
            "clips_per_s": round(clips_done / wall, 2) if wall and done else None,
            "corrupt_chunks_redone": redone["corrupt"], "sample_every": sample_every,
-           "max_train_hours": max_train_hours}
+           "max_train_hours": max_train_hours, "max_heldout_hours": max_heldout_hours}
     return write_card(out, chunks, vc, run)
 
 
@@ -433,6 +435,7 @@ def main(argv=None) -> int:
     s.add_argument("--sample-every", type=int, default=1, help="voice every n-th clip only (timing a build)")
     s.add_argument("--max-train-hours", type=float, help="voice a deterministic subset of the train clips of about "
                    "this many hours (estimated from text length); held-out splits whole")
+    s.add_argument("--max-heldout-hours", type=float, help="likewise for dev and test each (unseen_* stay whole)")
     s.add_argument("--stop-after-chunks", type=int, help=argparse.SUPPRESS)  # tests: a simulated kill
     ts = sub.add_parser("text-shards", help="the Wolof-French text pairs as audio-less shards (stage 1)")
     ts.add_argument("--texts", required=True)
@@ -460,7 +463,8 @@ def main(argv=None) -> int:
         raise SystemExit(f"--texts {args.texts}: no such file; build it with `... speech_corpus texts`")
     try:
         card = synth(args.texts, args.out, cfg["voices"], cfg["synth"], args.workers, args.sample_every,
-                     args.stop_after_chunks, log=lambda m: print(m, flush=True), max_train_hours=args.max_train_hours)
+                     args.stop_after_chunks, log=lambda m: print(m, flush=True), max_train_hours=args.max_train_hours,
+                     max_heldout_hours=args.max_heldout_hours)
     except KeyboardInterrupt as e:
         print(f"interrupted: {e}; rerun the same command to resume", file=sys.stderr)
         return 130
