@@ -370,7 +370,8 @@ def after_step(run: Run, parts: dict, loop_start: float) -> str | None:
     if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.max_steps:
         evaluate(run, step)
     stopped = cfg.stop_after_steps is not None and step >= cfg.stop_after_steps
-    if (cfg.save_every and step % cfg.save_every == 0) or stopped:
+    # the last step too: a larger max_steps later continues from exactly here
+    if (cfg.save_every and (step % cfg.save_every == 0 or step >= cfg.max_steps)) or stopped:
         save_checkpoint(run.accelerator, run.output_dir, run.position, cfg, run.identity)
     run.meter.pause(time.perf_counter() - pause)
     if step >= cfg.max_steps:
