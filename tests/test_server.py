@@ -40,7 +40,7 @@ def server(tmp_path_factory):
 
     from wolofmrl.build import save
     from wolofmrl.cli.store import index_documents
-    from wolofmrl.server import Limits, create_app
+    from wolofmrl.cli.server import Limits, create_app
     from wolofmrl.testing import tiny_model
 
     root = tmp_path_factory.mktemp("serve")
@@ -112,7 +112,7 @@ def test_speech_as_json_and_multipart_agree(server):
     from wolofmrl.cli.store import embed_audio
 
     raw = wav_bytes()
-    status, js = post(server["url"] + "/v1/embeddings", {"input": [audio_item(raw), "texte"], "model": "m"})
+    status, js = post(server["url"] + "/v1/embeddings", {"input": [audio_item(raw), "texte"], "model": "model"})
     assert status == 200 and len(js["data"]) == 2
     body, ctype = multipart({"dimensions": "48", "encoding_format": "float"}, [("a.wav", raw), ("b.wav", raw)])
     status, mp = post(server["url"] + "/v1/embeddings/audio", body, ctype)
