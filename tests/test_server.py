@@ -339,7 +339,8 @@ def test_health_answers_while_a_big_request_is_processed(server):
     done.set()
     poller.join()
     assert status == 200 and js["usage"]["prompt_tokens"] == 8 * 512, js
-    assert len(latencies) >= 3 and max(latencies) < min(1.0, took / 2), (took, latencies)
+    # measured on 2 busy cores: slowest /health 0.12 s of 53 polls here; 0.95 s with the usage count on the loop
+    assert len(latencies) >= 3 and max(latencies) < min(0.4, took / 4), (took, latencies)
 
 
 def test_bounded_load_test_loses_no_request(server):
