@@ -349,3 +349,24 @@ def test_bounded_load_test_loses_no_request(server):
     r = run(server["url"], clients=4, seconds=3.0, batch=2, max_requests=400)
     assert r["lost"] == 0 and r["server_errors"] == 0 and r["client_errors"] == 0
     assert r["sent"] == r["ok"] > 0 and r["sent"] <= 400 and r["p99_ms"] >= r["p50_ms"] > 0
+
+
+def test_serve_help_documents_every_limit_with_the_servers_defaults():
+    """Each `Limits` field is a `wolofmrl serve` flag whose help gives the default, equal to the server's."""
+    from dataclasses import fields
+
+    from wolofmrl.cli import parser
+    from wolofmrl.cli.server import Limits
+
+    serve = parser()._subparsers._group_actions[0].choices["serve"]
+    flags = {a.dest: a for a in serve._actions}
+    text = " ".join(serve.format_help().split())
+    for f in fields(Limits):
+        dest = "max_body_mb" if f.name == "max_body_bytes" else f.name
+        default = f.default / 2**20 if f.name == "max_body_bytes" else f.default
+        assert flags[dest].default == default and f"(default {default:g}" in text, (f.name, flags[dest].help)
+    assert "4xx" in text and "silent" in text and "header" in text
+    with pytest.raises(ValueError, match="--max-audio-seconds"):
+        Limits(max_audio_seconds=0)
+    with pytest.raises(ValueError, match="--max-body-mb"):
+        Limits(max_body_bytes=float("inf"))
