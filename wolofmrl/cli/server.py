@@ -290,14 +290,17 @@ def _b64(data: str, where: str) -> bytes:
         raise APIError(f"{where}: input_audio.data is not valid base64", where.split("[")[0]) from None
 
 
-def _embedding_response(engine: Engine, emb: np.ndarray, encoding_format: str, tokens: int) -> dict:
+def _embedding_response(engine: Engine, emb: np.ndarray, encoding_format: str, tokens: int):
+    """OpenAI's embeddings response, serialised here (in a worker thread), not by FastAPI on the event loop."""
+    from fastapi.responses import JSONResponse
+
     if encoding_format == "base64":
         data = [base64.b64encode(row.astype("<f4").tobytes()).decode() for row in emb]
     else:
         data = [row.tolist() for row in emb]
-    return {"object": "list", "model": engine.name,
-            "data": [{"object": "embedding", "index": i, "embedding": e} for i, e in enumerate(data)],
-            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+    return JSONResponse({"object": "list", "model": engine.name,
+                         "data": [{"object": "embedding", "index": i, "embedding": e} for i, e in enumerate(data)],
+                         "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
 
 
 def _search(engine: Engine, texts, waves, k: int, shortlist: int) -> dict:
@@ -409,7 +412,7 @@ def _add_embedding_routes(app, engine: Engine) -> None:
         kind = {"document": "passage"}.get(body.input_type, body.input_type)
         texts, waves, n = await run_in_threadpool(_as_inputs, engine, body.input)
         emb, tokens = await run_in_threadpool(engine.embed, texts, waves, n, kind, dim)
-        return _embedding_response(engine, emb, body.encoding_format, tokens)
+        return await run_in_threadpool(_embedding_response, engine, emb, body.encoding_format, tokens)
 
     @app.post("/v1/embeddings/audio")
     async def embeddings_audio(request: Request):
@@ -420,7 +423,7 @@ def _add_embedding_routes(app, engine: Engine) -> None:
             raise APIError(f"encoding_format={str(fmt)[:40]!r}: use 'float' or 'base64'", "encoding_format")
         waves = await run_in_threadpool(engine.decode_items, [(i, r, f"file[{i}]") for i, r in enumerate(raws)])
         emb, _ = await run_in_threadpool(engine.embed, [], waves, len(waves), "query", dim)
-        return _embedding_response(engine, emb, fmt, 0)
+        return await run_in_threadpool(_embedding_response, engine, emb, fmt, 0)
 
 
 def _add_search_routes(app, engine: Engine) -> None:
@@ -434,8 +437,8 @@ def _add_search_routes(app, engine: Engine) -> None:
         if isinstance(body.query, str):
             texts, waves = [(0, engine.check_text(body.query, "query"))], []
         else:
-            texts, waves = [], await run_in_threadpool(engine.decode_items,
-                                                       [(0, _b64(body.query.input_audio.data, "query"), "query")])
+            texts, waves = [], await run_in_threadpool(
+                lambda: engine.decode_items([(0, _b64(body.query.input_audio.data, "query"), "query")]))
         return await run_in_threadpool(_search, engine, texts, waves, body.k, body.shortlist)
 
     @app.post("/v1/search/audio")
