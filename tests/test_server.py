@@ -186,6 +186,9 @@ def test_unknown_model_names_and_fields_are_refused_as_openai_does(server):
     for fields in ({"dimension": "16"}, {"model": "other"}, {"dimensions": "١٦"}, {"dimensions": "16.0"}):
         status, js = post(url + "/v1/embeddings/audio", *multipart(fields, [("a.wav", wav_bytes())]))
         check_error_body(status, js)
+    body, ctype = multipart({}, [("a.wav", wav_bytes())])
+    status, js = post(url + "/v1/embeddings/audio", body.replace(b'name="file"', b'name="model"', 1), ctype)
+    assert check_error_body(status, js)["param"] == "model"  # a file where a plain field belongs
     status, js = post(url + "/v1/search/audio", *multipart({"top_k": "2"}, [("a.wav", wav_bytes())]))
     assert check_error_body(status, js)["param"] == "top_k"
     assert post(url + "/v1/embeddings", {"input": "x", "model": "wolofmrl", "user": "u-1"})[0] == 200

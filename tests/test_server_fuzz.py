@@ -39,7 +39,8 @@ _t = np.arange(16000) / 16000
 AUDIO_DATA = [_wav(0.3 * np.sin(2 * np.pi * 220 * _t)), _wav(np.zeros(16000)), _wav(np.zeros(100)),
               _wav(0.3 * np.sin(2 * np.pi * 220 * np.arange(16000 * 6) / 16000)), "%%%", "",
               base64.b64encode(b"RIFF\x00\x00\x00\x00WAVEfmt ").decode(), base64.b64encode(b"not audio").decode()]
-HOSTILE_TEXT = ["", " ", "\u200b", "\x00", "\ud800", "a\udfffb", "Le marché ouvre.", "é" * 3000, "\u2028", "🎤" * 50]
+HOSTILE_TEXT = ["", " ", "\u200b", "\x00", "\ud800", "a\udfffb", "Le marché ouvre.", "é" * 3000, "\u2028",
+                "🎤" * 50]
 SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(allow_nan=True),
                     st.sampled_from([0, 1, 8, 16, 48, 49, -1, 1e400, 2.5]), st.text(max_size=40),
                     st.sampled_from(HOSTILE_TEXT))

@@ -158,8 +158,9 @@ class Engine:
     # ------------------------------------------------------------------ checks
     def check_model(self, name) -> None:
         if name is not None and name not in self.names:
-            raise APIError(f"The model `{name}` does not exist: this server serves {', '.join(map(repr, self.names))}"
-                           " (GET /v1/models)", "model", 404, "model_not_found")
+            served = ", ".join(map(repr, self.names))
+            raise APIError(f"The model `{name[:100]}` does not exist: this server serves {served} (GET /v1/models)",
+                           "model", 404, "model_not_found")
 
     def check_dim(self, dim) -> int | None:
         if dim is not None and not 1 <= dim <= self.hidden:
@@ -251,7 +252,8 @@ class Engine:
                 except _EmptyText as err:
                     label = f"{where}[{texts[err.args[0]][0]}]" if where == "input" else where
                     raise APIError(f"{label} holds no characters the model reads (only whitespace, control or "
-                                   "zero-width characters): send the text to embed", where, code="empty_input") from None
+                                   "zero-width characters): send the text to embed", where,
+                                   code="empty_input") from None
                 out[[i for i, _ in texts]] = encode_text(self.model, self.processor, plain, self.batch_size, dim,
                                                          dtype=self.autocast, text_kind=kind, progress=False,
                                                          max_length=TEXT_MAX_TOKENS).numpy()
@@ -349,6 +351,9 @@ async def _form(request: Request, engine: Engine, allowed: tuple[str, ...]):
     if unknown:
         raise APIError(f"Unrecognized request argument supplied: {unknown[0]} (this endpoint takes: "
                        f"{', '.join(allowed)})", unknown[0], code="unknown_parameter")
+    uploaded = sorted({k for k, v in form.multi_items() if k != "file" and not isinstance(v, str)})
+    if uploaded:
+        raise APIError(f"'{uploaded[0]}' must be a plain form field, not a file upload", uploaded[0])
     model = form.get("model")
     engine.check_model(model if model not in (None, "") else None)
     files = form.getlist("file")
