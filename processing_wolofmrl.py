@@ -24,6 +24,7 @@ import json
 import math
 import numbers
 import os
+import re
 import warnings
 
 import numpy as np
@@ -42,6 +43,7 @@ LOUD_PEAK = 1.5  # float audio peaking above this is rescaled (integer PCM store
 TEXT_KINDS = ("query", "passage", None)
 TEXT_KIND_ALIASES = {"document": "passage"}  # mteb PromptType.document
 WINDOW_OVERLAP_SECONDS = 5.0
+SILENT_DBFS = -60.0  # a clip whose loudest 20 ms frame is quieter holds no speech (`loudest_dbfs`)
 _UNSET = object()  # text_kind not given
 
 
@@ -66,7 +68,17 @@ def _is_number(x) -> bool:
 
 
 # =============================================================================== decoding
-def decode_audio(audio, sampling_rate=None, name: str = "audio") -> tuple[np.ndarray, int]:
+class AudioTooLongError(ValueError):
+    """An encoded clip over the caller's `max_seconds`, found from its header or a decode stopped at the cap (so the
+    clip was never decoded whole). `seconds`: its length when the header gives it, else None (longer than the cap)."""
+
+    def __init__(self, message: str, seconds: float | None, max_seconds: float):
+        super().__init__(message)
+        self.seconds, self.max_seconds = seconds, max_seconds
+
+
+def decode_audio(audio, sampling_rate=None, name: str = "audio",
+                 max_seconds: float | None = None) -> tuple[np.ndarray, int]:
     """The project's one audio decoder: ONE clip of any supported kind -> (mono float32 samples, rate in Hz).
 
     `audio` is a file path, encoded bytes or a binary file object (WAV/FLAC/OGG/Opus/MP3 through soundfile, other
@@ -74,25 +86,29 @@ def decode_audio(audio, sampling_rate=None, name: str = "audio") -> tuple[np.nda
     `{"bytes", "path"}` dict or a torchcodec `AudioDecoder` (what `datasets` 2..5 give), or samples: a 1-D / 2-D
     (at most 8 channels, either axis) numpy array, torch tensor or list. Samples need `sampling_rate`; a
     container's own rate wins over `sampling_rate`. `name` prefixes error messages (e.g. "audio clip 3").
+    `max_seconds`: refuse an encoded clip (path, bytes, file object) longer than this before decoding it: its length
+    is read from the container header, and the decode stops at the cap whatever the header says, so memory stays
+    bounded by the cap (a tiny FLAC of an hour of silence costs no more than `max_seconds` of samples).
 
     Raises:
         FileNotFoundError: a path that does not exist.
+        AudioTooLongError (a ValueError): an encoded clip over `max_seconds`.
         TypeError: an unsupported container or sample dtype (bool, complex, object, str), a bad `sampling_rate` type.
         ValueError: undecodable or truncated bytes/file, missing or invalid `sampling_rate`, a bad shape,
             NaN/inf samples, a list of ints outside 16-bit PCM.
     """
     if isinstance(audio, dict):
-        return _decode_dict(audio, sampling_rate, name)
+        return _decode_dict(audio, sampling_rate, name, max_seconds)
     if isinstance(audio, (str, os.PathLike)):
-        return _decode_encoded(os.fspath(audio), name)
+        return _decode_encoded(os.fspath(audio), name, max_seconds)
     if isinstance(audio, (bytes, bytearray, memoryview)):
-        return _decode_encoded(bytes(audio), name)
+        return _decode_encoded(bytes(audio), name, max_seconds)
     if hasattr(audio, "read") and callable(audio.read):
         data = audio.read()
         if not isinstance(data, (bytes, bytearray)):
             raise TypeError(f"{name}: a file object must be opened in binary mode ('rb'), read() gave "
                             f"{type(data).__name__}")
-        return _decode_encoded(bytes(data), name)
+        return _decode_encoded(bytes(data), name, max_seconds)
     if hasattr(audio, "get_all_samples"):  # torchcodec AudioDecoder: what `datasets` 4/5 decode an Audio cell to
         samples = audio.get_all_samples()
         return samples_to_mono(samples.data, name), check_sampling_rate(samples.sample_rate, f"{name} decoder rate")
@@ -103,13 +119,14 @@ def decode_audio(audio, sampling_rate=None, name: str = "audio") -> tuple[np.nda
     return samples_to_mono(audio, name), rate
 
 
-def load_audio(audio, sampling_rate=None, target_sampling_rate: int = SAMPLING_RATE, name: str = "audio"):
+def load_audio(audio, sampling_rate=None, target_sampling_rate: int = SAMPLING_RATE, name: str = "audio",
+               max_seconds: float | None = None):
     """`decode_audio`, then `resample` to `target_sampling_rate`: (samples,) float32. Raises as `decode_audio`."""
-    wave, rate = decode_audio(audio, sampling_rate, name)
+    wave, rate = decode_audio(audio, sampling_rate, name, max_seconds)
     return resample(wave, rate, check_sampling_rate(target_sampling_rate, "target_sampling_rate"))
 
 
-def _decode_dict(audio: dict, sampling_rate, name: str):
+def _decode_dict(audio: dict, sampling_rate, name: str, max_seconds: float | None = None):
     for key in ("array", "raw"):
         if audio.get(key) is not None:
             rate = audio.get("sampling_rate", sampling_rate)
@@ -117,14 +134,14 @@ def _decode_dict(audio: dict, sampling_rate, name: str):
                 raise ValueError(f"{name} dict has {key!r} but no 'sampling_rate': add it, or pass sampling_rate=")
             return decode_audio(audio[key], rate, name)
     if audio.get("bytes") is not None:
-        return decode_audio(bytes(audio["bytes"]), name=name)
+        return decode_audio(bytes(audio["bytes"]), name=name, max_seconds=max_seconds)
     if audio.get("path") is not None:
-        return decode_audio(audio["path"], name=name)
+        return decode_audio(audio["path"], name=name, max_seconds=max_seconds)
     raise ValueError(f"{name} dict has no 'array', 'bytes' or 'path' entry (keys: {sorted(map(str, audio))}); "
                      "pass {'array': samples, 'sampling_rate': rate}, {'bytes': ...} or {'path': ...}")
 
 
-def _decode_encoded(source: str | bytes, name: str) -> tuple[np.ndarray, int]:
+def _decode_encoded(source: str | bytes, name: str, max_seconds: float | None = None) -> tuple[np.ndarray, int]:
     label = f"file {source!r}" if isinstance(source, str) else "bytes"
     if isinstance(source, str):
         if not os.path.isfile(source):
@@ -138,8 +155,12 @@ def _decode_encoded(source: str | bytes, name: str) -> tuple[np.ndarray, int]:
     try:
         import soundfile as sf
 
-        wave, rate = sf.read(io.BytesIO(source), dtype="float32", always_2d=True)  # (samples, channels)
-        return wave.mean(axis=1), int(rate)
+        if max_seconds is None:
+            wave, rate = sf.read(io.BytesIO(source), dtype="float32", always_2d=True)  # (samples, channels)
+            return wave.mean(axis=1), int(rate)
+        return _read_capped(sf.SoundFile(io.BytesIO(source)), max_seconds, name)
+    except AudioTooLongError:
+        raise
     except ImportError:
         errors.append("soundfile is not installed")
     except Exception as err:  # LibsndfileError / RuntimeError / TypeError for unreadable data
@@ -147,18 +168,56 @@ def _decode_encoded(source: str | bytes, name: str) -> tuple[np.ndarray, int]:
     try:
         from torchcodec.decoders import AudioDecoder
 
-        samples = AudioDecoder(source).get_all_samples()
+        decoder = AudioDecoder(source)
+        if max_seconds is None:
+            samples = decoder.get_all_samples()
+        else:
+            _check_length(decoder.metadata.duration_seconds_from_header, max_seconds, name)
+            samples = decoder.get_samples_played_in_range(0.0, max_seconds + 1.0)  # stops at the cap
+            _check_length(samples.data.shape[-1] / samples.sample_rate, max_seconds, name, exact=False)
         return samples_to_mono(samples.data, name), int(samples.sample_rate)
+    except AudioTooLongError:
+        raise
     except ImportError:
         errors.append("torchcodec is not installed")
     except Exception as err:
         errors.append(str(err))
-    # decoders' own messages can be multi-line C++ traces: their first line says enough
-    reasons = "; ".join(e.strip().splitlines()[0][:160] if e.strip() else "unreadable" for e in errors)
+    # decoders' own messages can be multi-line C++ traces: their first line says enough, without the object's
+    # address ("<_io.BytesIO object at 0x7f...>") or the decoder's source paths ("/__w/.../Decoder.cpp:70, ")
+    reasons = "; ".join(_DECODER_NOISE.sub("", e.strip().splitlines()[0]).replace("<>", "the bytes")[:160]
+                        if e.strip() else "unreadable" for e in errors)
     missing = [e for e in errors if e.endswith("is not installed")]
     hint = " Install soundfile (`pip install soundfile`) to read WAV/FLAC/OGG/MP3." if missing else ""
     raise ValueError(f"could not decode audio {label} ({name}): not a readable audio file — is it WAV/FLAC/OGG/MP3? "
                      f"({reasons}).{hint}")
+
+
+_DECODER_NOISE = re.compile(r"(?<=<)_io\.BytesIO object at 0x[0-9a-fA-F]+(?=>)|[^\s,]*\.(?:cpp|cc|h):\d+,?\s*")
+
+
+def _check_length(seconds: float | None, max_seconds: float, name: str, exact: bool = True) -> None:
+    """AudioTooLongError when `seconds` (from a header when `exact`, else a decode stopped past the cap) > cap."""
+    if seconds is not None and seconds > max_seconds + 1e-6:
+        said = f"is {seconds:.1f} s long (its header says)" if exact else f"is over {max_seconds:g} s long"
+        raise AudioTooLongError(f"{name} {said}; at most {max_seconds:g} s are accepted: cut it shorter",
+                                seconds if exact else None, max_seconds)
+
+
+def _read_capped(f, max_seconds: float, name: str) -> tuple[np.ndarray, int]:
+    """Read an open soundfile.SoundFile in blocks, stopping past `max_seconds`: (mono float32, rate)."""
+    with f:
+        rate = int(f.samplerate)
+        if 0 < f.frames < 2**62:  # libsndfile's frame count from the header (a huge value: unknown)
+            _check_length(f.frames / rate, max_seconds, name)
+        cap, blocks, total = int(max_seconds * rate) + 1, [], 0
+        while total <= cap:
+            block = f.read(frames=min(cap + 1 - total, 1 << 20), dtype="float32", always_2d=True)
+            if not len(block):
+                break
+            blocks.append(block.mean(axis=1))
+            total += len(block)
+        _check_length(total / rate, max_seconds, name, exact=False)
+    return (np.concatenate(blocks) if blocks else np.zeros(0, np.float32)), rate
 
 
 def _check_wav_complete(data: bytes, label: str) -> None:
@@ -385,16 +444,32 @@ def trim_silence(wave: np.ndarray, rate: int = SAMPLING_RATE, threshold_db: floa
     silence, or whose trimmed length would fall under one spectrogram window, is returned unchanged.
     (samples,) float32 in, (samples',) out."""
     frame = max(1, int(0.02 * rate))
-    n = wave.size // frame
-    if n < 2:
+    rms = _frame_rms(wave, rate)
+    if rms.size < 2:
         return wave
-    rms = np.sqrt(np.mean(np.square(wave[: n * frame].reshape(n, frame), dtype=np.float64), axis=1))
     loud = np.flatnonzero(rms >= rms.max() * 10 ** (threshold_db / 20))
     if rms.max() <= 1e-5 or loud.size == 0:
         return wave
     pad = int(pad_seconds * rate)
     start, stop = max(0, loud[0] * frame - pad), min(wave.size, (loud[-1] + 1) * frame + pad)
     return wave[start:stop] if stop - start >= MIN_SAMPLES else wave
+
+
+def _frame_rms(wave: np.ndarray, rate: int) -> np.ndarray:
+    """RMS of each whole 20 ms frame of `wave`: (frames,) float64."""
+    frame = max(1, int(0.02 * rate))
+    n = wave.size // frame
+    return np.sqrt(np.mean(np.square(wave[: n * frame].reshape(n, frame), dtype=np.float64), axis=1))
+
+
+def loudest_dbfs(wave: np.ndarray, rate: int = SAMPLING_RATE) -> float:
+    """The level of the loudest 20 ms frame of `wave` (RMS, dB relative to full scale 1.0): about -3 for a
+    full-scale sine, -inf for digital silence. Speech sits far above `SILENT_DBFS` (-60 dBFS); a clip under it is a
+    muted microphone or an empty recording, with nothing to embed. A clip shorter than one frame is measured whole."""
+    rms = _frame_rms(wave, rate)
+    peak = float(rms.max()) if rms.size else float(np.sqrt(np.mean(np.square(wave, dtype=np.float64)))) \
+        if wave.size else 0.0
+    return 20 * math.log10(peak) if peak > 0 else -math.inf
 
 
 def split_windows(clips: list[np.ndarray], window: int, overlap: int) -> tuple[list[np.ndarray], list[int]]:
@@ -491,7 +566,12 @@ class WolofMRLProcessor(ProcessorMixin):
         clips = []
         for i, item in enumerate(items):
             name = f"audio clip {i}"
-            wave, rate = decode_audio(item, sampling_rate, name)
+            try:
+                wave, rate = decode_audio(item, sampling_rate, name, max_audio_seconds)
+            except AudioTooLongError as err:
+                raise AudioTooLongError(f"{err} (max_audio_seconds). Split it into shorter clips, or pass "
+                                        "max_audio_seconds=None to embed it in overlapping windows", err.seconds,
+                                        err.max_seconds) from None
             if wave.size == 0:
                 raise ValueError(f"{name} is empty (0 samples)")
             seconds = wave.size / rate
@@ -679,4 +759,5 @@ def check_processor_folder(folder: str) -> None:
 __all__ = ["WolofMRLProcessor", "decode_audio", "load_audio", "resample", "whisper_log_mel", "reflect_stack",
            "pad_features",
            "split_windows", "samples_to_mono", "samples_to_float", "check_sampling_rate", "check_texts",
-           "check_processor_folder", "trim_silence", "SAMPLING_RATE"]
+           "check_processor_folder", "trim_silence", "loudest_dbfs", "AudioTooLongError", "SAMPLING_RATE",
+           "SILENT_DBFS"]

@@ -69,13 +69,27 @@ def parser() -> argparse.ArgumentParser:
     em.add_argument("--out", required=True, help="output .npy (float32 (N, dim)) or .parquet (input, embedding)")
     _common(em)
 
-    sv = sub.add_parser("serve", help="HTTP server: OpenAI-style /v1/embeddings (+ speech), /v1/search, /health")
-    sv.add_argument("--index", default=None, help="INDEX folder for /v1/search (optional)")
-    sv.add_argument("--host", default="127.0.0.1")
-    sv.add_argument("--port", type=int, default=8000)
-    sv.add_argument("--max-audio-seconds", type=float, default=120.0, help="longest audio input accepted")
-    sv.add_argument("--max-batch", type=int, default=256, help="most inputs per request")
-    sv.add_argument("--max-body-mb", type=float, default=25.0, help="largest request body, MiB")
+    sv = sub.add_parser("serve", help="HTTP server: OpenAI-style /v1/embeddings (+ speech), /v1/search, /health",
+                        description="OpenAI-compatible embeddings server (+ speech input, + search of an INDEX). "
+                                    "Every bad request is a 4xx with OpenAI's error body; the limits below are "
+                                    "checked before any decoding or model call (audio length from the file's "
+                                    "header). Texts are read up to 512 tokens; audio over 30 s is trimmed of "
+                                    "silence and embedded in pooled 30 s windows; silent audio and empty texts "
+                                    "are refused (400).")
+    sv.add_argument("--index", default=None, help="INDEX folder for /v1/search (optional; without it: 404)")
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    sv.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
+    sv.add_argument("--served-model-name", nargs="+", default=None,
+                    help="the names clients may send as `model` (default: the model folder's name and 'wolofmrl'); "
+                         "any other name is a 404 model_not_found")
+    sv.add_argument("--max-audio-seconds", type=float, default=120.0,
+                    help="longest audio item, seconds (default 120; longer: 413)")
+    sv.add_argument("--max-request-audio-seconds", type=float, default=1200.0,
+                    help="total audio per request, seconds (default 1200; more: 413)")
+    sv.add_argument("--max-batch", type=int, default=256, help="most inputs per request (default 256; more: 400)")
+    sv.add_argument("--max-input-chars", type=int, default=50_000,
+                    help="longest text, characters (default 50000; longer: 400; the model reads 512 tokens)")
+    sv.add_argument("--max-body-mb", type=float, default=25.0, help="largest request body, MiB (default 25; more: 413)")
     _common(sv)
     return p
 
@@ -157,11 +171,14 @@ def cmd_embed(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from wolofmrl.server import Limits, serve
+    from wolofmrl.cli.server import Limits, serve
 
     serve(args.model, index=args.index, host=args.host, port=args.port, device=args.device, dtype=args.dtype,
           limits=Limits(max_audio_seconds=args.max_audio_seconds, max_batch=args.max_batch,
-                        max_body_bytes=int(args.max_body_mb * 2**20)), batch_size=args.batch_size)
+                        max_body_bytes=int(args.max_body_mb * 2**20),
+                        max_request_audio_seconds=args.max_request_audio_seconds,
+                        max_input_chars=args.max_input_chars),
+          batch_size=args.batch_size, served_model_names=args.served_model_name)
     return 0
 
 
