@@ -42,6 +42,7 @@ LOUD_PEAK = 1.5  # float audio peaking above this is rescaled (integer PCM store
 TEXT_KINDS = ("query", "passage", None)
 TEXT_KIND_ALIASES = {"document": "passage"}  # mteb PromptType.document
 WINDOW_OVERLAP_SECONDS = 5.0
+SILENCE_DBFS = -60.0  # `is_silent`: no 20 ms frame louder than this (RMS, dB relative to full scale)
 _UNSET = object()  # text_kind not given
 
 
@@ -378,6 +379,33 @@ def trim_silence(wave: np.ndarray, rate: int = SAMPLING_RATE, threshold_db: floa
     return wave[start:stop] if stop - start >= MIN_SAMPLES else wave
 
 
+def is_silent(wave: np.ndarray, rate: int = SAMPLING_RATE, threshold_dbfs: float = SILENCE_DBFS) -> bool:
+    """True when no 20 ms frame of `wave` (float, full scale 1.0) is louder than `threshold_dbfs` RMS: digital
+    silence, a muted microphone, an empty recording. Its embedding says nothing about a question (callers warn or
+    refuse instead of ranking passages for it)."""
+    frame = max(1, int(0.02 * rate))
+    n = max(1, wave.size // frame)
+    padded = np.zeros(n * frame, np.float64)
+    padded[: min(wave.size, n * frame)] = wave[: n * frame]
+    rms = np.sqrt(np.mean(np.square(padded.reshape(n, frame)), axis=1))
+    return bool(rms.max() <= 10 ** (threshold_dbfs / 20)) if wave.size else True
+
+
+def audio_windows(processor, audio, sampling_rate=None, max_audio_seconds=None) -> tuple[list[np.ndarray], list[int]]:
+    """The one long-audio path: audio (any input `processor.prepare_audio` takes) -> (windows, window_to_clip).
+
+    Every clip is decoded, resampled to 16 kHz and its leading/trailing silence trimmed (`prepare_audio`) BEFORE a
+    clip longer than `processor.max_audio_seconds` is cut into windows overlapping by `WINDOW_OVERLAP_SECONDS`
+    (`split_windows`): windowing first would embed a recording's silent tail as windows of its own. Clips that fit
+    are one window each. The processor's `audio_inputs`, the CLI and the server all take their windows from here;
+    the model pools the windows of a clip (`pool_windows`)."""
+    clips = processor.prepare_audio(audio, sampling_rate, max_audio_seconds)
+    rate = processor.sampling_rate
+    window = int(processor.max_audio_seconds * rate)
+    overlap = int(min(WINDOW_OVERLAP_SECONDS, processor.max_audio_seconds / 3) * rate)
+    return split_windows(clips, window, overlap)
+
+
 def split_windows(clips: list[np.ndarray], window: int, overlap: int) -> tuple[list[np.ndarray], list[int]]:
     """Clips longer than `window` samples -> evenly sized windows of at most `window` samples that overlap by
     `overlap`; returns (windows, window_to_clip) where window_to_clip[j] is the clip index of window j."""
@@ -505,12 +533,9 @@ class WolofMRLProcessor(ProcessorMixin):
     def audio_inputs(self, audio, sampling_rate=None, max_audio_seconds=None, device="cpu") -> dict:
         """Audio -> model inputs; long clips become overlapping windows of at most `self.max_audio_seconds` s and
         the output gains `window_to_clip` ((n_windows,) long: the clip of each row) for the model to pool."""
-        clips = self.prepare_audio(audio, sampling_rate, max_audio_seconds)
-        window = int(self.max_audio_seconds * self.sampling_rate)
-        if all(len(c) <= window for c in clips):
-            return self.features(clips, device)
-        overlap = int(min(WINDOW_OVERLAP_SECONDS, self.max_audio_seconds / 3) * self.sampling_rate)
-        windows, owner = split_windows(clips, window, overlap)
+        windows, owner = audio_windows(self, audio, sampling_rate, max_audio_seconds)
+        if len(set(owner)) == len(owner):  # no clip was cut: one row per clip
+            return self.features(windows, device)
         return {**self.features(windows, device), "window_to_clip": torch.tensor(owner, device=device)}
 
     # ------------------------------------------------------------------ text

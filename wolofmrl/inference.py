@@ -180,7 +180,7 @@ def encode_speech(model, processor, clips, batch_size: int = 32, dim: int | None
                   device: str | torch.device | None = None, dtype: torch.dtype | None = None,
                   sort_by_length: bool = True, progress: bool = True, sampling_rate: int | None = 16000,
                   compile: bool = False, features_on_device: bool = True,
-                  max_seconds: float | None = None) -> torch.Tensor:
+                  max_seconds: float | None = None, prepared: bool = False) -> torch.Tensor:
     """L2-normalised speech embeddings of many clips: (N, dim or hidden) float32 on the CPU, in `clips`' order.
 
     clips: arrays / tensors / lists of floats at `sampling_rate`, `{"array", "sampling_rate"}` dicts or file paths
@@ -188,6 +188,8 @@ def encode_speech(model, processor, clips, batch_size: int = 32, dim: int | None
     `features_on_device=False` uses the processor's own (CPU, clip by clip) feature extraction instead.
     `max_seconds`: audio budget per batch (clips x longest clip, seconds; see `length_batches`' max_tokens).
     Weights cast to bf16/fp16 (`prepare_model(weights_dtype=...)`) get features in their dtype.
+    `prepared=True`: clips are already 16 kHz float32 arrays made by the processor (`prepare_audio` /
+    `processing_wolofmrl.audio_windows`, e.g. the windows of a long recording): used as they are, not trimmed again.
     """
     model._check_dim(dim)  # a bad dim fails before any work
     if len(clips) == 0:
@@ -203,7 +205,9 @@ def encode_speech(model, processor, clips, batch_size: int = 32, dim: int | None
     with _progress(len(clips), "clip", progress, "speech") as bar:
         for idx in length_batches(lengths, batch_size, sort_by_length, max_seconds):
             items = [clips[i] for i in idx]
-            if fast:
+            if prepared:
+                batch = processor.features(items, device)
+            elif fast:
                 batch = whisper_features(processor.feature_extractor,
                                          processor.prepare_audio(items, sampling_rate), device)
             else:
