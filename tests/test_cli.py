@@ -147,16 +147,6 @@ def test_embed_npy_and_parquet(tiny_dir, tmp_path):
     assert main(["embed", "--model", str(tiny_dir), "--text", "x", "--out", str(tmp_path / "x.txt")]) == 2
 
 
-def test_long_audio_is_windowed_and_pooled(tiny_dir):
-    model, processor, _ = store_mod.load_model(tiny_dir, "cpu")
-    wave = np.concatenate(synthetic_waves(2, (20.0, 20.0)))  # 40 s: over the model's 30 s window
-    emb = store_mod.embed_audio(model, processor, [{"array": wave, "sampling_rate": 16000}])
-    halves = store_mod.embed_audio(model, processor, [{"array": wave[:320000], "sampling_rate": 16000},
-                                                      {"array": wave[320000:], "sampling_rate": 16000}])
-    want = halves.sum(0) / np.linalg.norm(halves.sum(0))
-    np.testing.assert_allclose(emb[0], want, atol=1e-5)
-
-
 def test_bad_arguments_exit_2_with_a_message(tiny_dir, docs, tmp_path, capsys):
     assert main(["search", str(tmp_path / "nope"), "--text", "x"]) == 2
     assert "wolofmrl index" in capsys.readouterr().err

@@ -276,9 +276,6 @@ def check_arguments(args) -> None:
     Raises ValueError / FileNotFoundError / FileExistsError naming the argument and the fix."""
     command = args.command
     model = getattr(args, "model", None)
-    if model and not (Path(model) / "config.json").is_file():
-        raise FileNotFoundError(f"--model {model!r} is not a built model folder (no config.json): pass --model, set "
-                                f"{MODEL_ENV}, or build one there with `python -m wolofmrl.build --out {model}`")
     for name in ("batch_size", "k", "shortlist", "max_words", "chunk", "max_batch"):
         value = getattr(args, name, None)
         if value is not None and value < 1:
@@ -311,6 +308,9 @@ def check_arguments(args) -> None:
     if command == "serve" and args.index and not (Path(args.index) / "manifest.json").is_file():
         raise FileNotFoundError(f"--index {args.index!r} is not an index (no manifest.json): create it with "
                                 f"`wolofmrl index DOCS --out {args.index}`")
+    if model and not (Path(model) / "config.json").is_file():
+        raise FileNotFoundError(f"--model {model!r} is not a built model folder (no config.json): pass --model, set "
+                                f"{MODEL_ENV}, or build one there with `python -m wolofmrl.build --out {model}`")
 
 
 def main(argv: list[str] | None = None) -> int:
