@@ -67,6 +67,22 @@ def _is_number(x) -> bool:
 
 
 # =============================================================================== decoding
+def check_not_rate_tuple(items: list) -> None:
+    """Refuse a (waveform, rate) / (rate, waveform) pair -- what torchaudio.load, librosa.load and
+    scipy.io.wavfile.read return -- which would otherwise read as a batch of two clips. Raises ValueError."""
+    if len(items) != 2:
+        return
+    rates = [i for i, x in enumerate(items) if _is_number(x) and not isinstance(x, (bool, np.bool_))
+             and float(x) == int(x) and RATE_RANGE[0] <= int(x) <= RATE_RANGE[1]]
+    waves = [i for i, x in enumerate(items) if (isinstance(x, torch.Tensor) and x.numel() > 1)
+             or (isinstance(x, (np.ndarray, list)) and np.size(x) > 1)]
+    if len(rates) == 1 and len(waves) == 1:
+        raise ValueError(f"audio is a (waveform, sampling_rate) tuple, as torchaudio.load / librosa.load / "
+                         f"scipy.io.wavfile.read return (rate {int(items[rates[0]])} at position {rates[0]}): pass "
+                         "them separately, e.g. wave, rate = librosa.load(path); processor(audio=wave, "
+                         "sampling_rate=rate)")
+
+
 def decode_audio(audio, sampling_rate=None, name: str = "audio") -> tuple[np.ndarray, int]:
     """The project's one audio decoder: ONE clip of any supported kind -> (mono float32 samples, rate in Hz).
 
@@ -481,6 +497,7 @@ class WolofMRLProcessor(ProcessorMixin):
             return [audio]
         if isinstance(audio, (list, tuple)) or (hasattr(audio, "__iter__") and hasattr(audio, "__len__")):
             items = list(audio)
+            check_not_rate_tuple(items)
             if not items:
                 raise ValueError("audio is an empty list: pass at least one clip")
             return [items] if all(_is_number(x) for x in items) else items
