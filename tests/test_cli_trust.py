@@ -253,6 +253,8 @@ def test_empty_and_silent_queries_are_refused(built, tmp_path, capsys):
 def test_cli_long_audio_equals_the_processor_and_model_path(tiny_dir):
     import torch
 
+    from wolofmrl.inference import encode_speech
+
     model, processor, _ = store_mod.load_model(tiny_dir, "cpu")
     tone = synthetic_waves(1, (3.0, 3.0))[0]  # synthetic, not speech
     long_speech = np.concatenate(synthetic_waves(2, (20.0, 20.0), seed=1))  # 40 s: windows
@@ -261,6 +263,8 @@ def test_cli_long_audio_equals_the_processor_and_model_path(tiny_dir):
     with torch.no_grad():
         want = model.get_speech_embeddings(**processor(audio=clips, sampling_rate=16000)).numpy()
     np.testing.assert_allclose(got, want, atol=1e-4)
+    batched = encode_speech(model, processor, clips, sampling_rate=16000, progress=False).numpy()
+    np.testing.assert_allclose(batched, want, atol=1e-4)  # the batched encoder takes the same path
     alone = store_mod.embed_audio(model, processor, [tone], sampling_rate=16000)[0]
     assert float(got[0] @ alone) > 0.99  # the silent minute is trimmed before windowing, not pooled in
 
@@ -299,6 +303,20 @@ def test_default_model_works_from_any_folder(monkeypatch, tmp_path, tiny_dir):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     assert Path(default_model()).is_absolute()
     assert user_model_dir() == tmp_path / "cache" / "wolofmrl" / "wolofmrl-base"
+
+
+def test_embed_output_and_text_file_mistakes(tiny_dir, tmp_path, capsys, monkeypatch):
+    from wolofmrl import cli
+
+    monkeypatch.setitem(cli.COMMANDS, "embed", lambda args: pytest.fail("the command ran: the check came too late"))
+    for out, message in [(tmp_path, "not a folder"), (tmp_path / "no" / "e.npy", "does not exist")]:
+        assert main(["embed", "--model", str(tiny_dir), "--text", "x", "--out", str(out)]) == 2
+        assert message in capsys.readouterr().err
+    monkeypatch.undo()
+    lines = tmp_path / "lines.txt"
+    lines.write_text("un\n\ndeux\n", encoding="utf-8")
+    assert main(["embed", "--model", str(tiny_dir), "--text-file", str(lines), "--out", str(tmp_path / "e.npy")]) == 0
+    assert "skipped 1 blank line(s)" in capsys.readouterr().err and np.load(tmp_path / "e.npy").shape == (2, 48)
 
 
 def test_bad_dim_is_refused_before_the_model_loads(tiny_dir, tmp_path, capsys, monkeypatch):

@@ -32,7 +32,7 @@ from collections.abc import Sequence
 
 import torch
 
-from processing_wolofmrl import whisper_log_mel
+from processing_wolofmrl import audio_windows, whisper_log_mel
 
 __all__ = ["encode_speech", "encode_text", "prepare_model", "attention_implementations", "clip_seconds",
            "whisper_features", "length_batches"]
@@ -188,7 +188,8 @@ def encode_speech(model, processor, clips, batch_size: int = 32, dim: int | None
     `features_on_device=False` uses the processor's own (CPU, clip by clip) feature extraction instead.
     `max_seconds`: audio budget per batch (clips x longest clip, seconds; see `length_batches`' max_tokens).
     Weights cast to bf16/fp16 (`prepare_model(weights_dtype=...)`) get features in their dtype.
-    `prepared=True`: clips are already 16 kHz float32 arrays made by the processor (`prepare_audio` /
+    Clips over the processor's `max_audio_seconds` are trimmed, windowed and pooled as `processor(audio=...)` does
+    (`processing_wolofmrl.audio_windows`). `prepared=True`: clips are already 16 kHz float32 arrays made by the processor (`prepare_audio` /
     `processing_wolofmrl.audio_windows`, e.g. the windows of a long recording): used as they are, not trimmed again.
     """
     model._check_dim(dim)  # a bad dim fails before any work
@@ -207,9 +208,11 @@ def encode_speech(model, processor, clips, batch_size: int = 32, dim: int | None
             items = [clips[i] for i in idx]
             if prepared:
                 batch = processor.features(items, device)
-            elif fast:
-                batch = whisper_features(processor.feature_extractor,
-                                         processor.prepare_audio(items, sampling_rate), device)
+            elif fast:  # the one long-audio path: trim, then windows over max_audio_seconds (pooled by the model)
+                windows, owner = audio_windows(processor, items, sampling_rate)
+                batch = whisper_features(processor.feature_extractor, windows, device)
+                if len(owner) > len(items):
+                    batch["window_to_clip"] = torch.tensor(owner, device=device)
             else:
                 batch = processor(audio=items, sampling_rate=sampling_rate, return_tensors="pt")
                 batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}

@@ -202,10 +202,15 @@ def _embed_texts_of(args) -> list[str]:
         path = Path(args.text_file)
         if not path.is_file():
             raise FileNotFoundError(f"--text-file {args.text_file!r} not found: pass a UTF-8 file, one text a line")
-        lines = read_utf8(path).split("\n")
-        texts += [line.rstrip("\r") for line in lines if line.strip()]
-        if not texts:
+        lines = [line.rstrip("\r") for line in read_utf8(path).split("\n")]
+        lines = lines[:-1] if lines and not lines[-1] else lines
+        kept = [line for line in lines if line.strip()]
+        if not kept:
             raise ValueError(f"--text-file {args.text_file!r} holds no text: one text per line")
+        if len(kept) < len(lines):  # rows of the output no longer match line numbers: say so
+            _warn("embed", f"--text-file {args.text_file!r}: skipped {len(lines) - len(kept)} blank line(s); output "
+                           f"row i is the i-th non-blank line ({len(kept)} rows)")
+        texts += kept
     return texts
 
 
@@ -218,8 +223,6 @@ def cmd_embed(args) -> int:
     if bool(texts) == bool(args.audio):
         raise ValueError("embed: give either --audio FILES or --text / --text-file, not both and not neither")
     suffix = Path(args.out).suffix.lower()
-    if suffix not in (".npy", ".parquet"):
-        raise ValueError(f"--out {args.out!r}: use a .npy or .parquet file name")
     if args.audio:
         from processing_wolofmrl import is_silent, load_audio
 
@@ -305,6 +308,13 @@ def check_arguments(args) -> None:
         if not (Path(args.index) / "manifest.json").is_file():
             raise FileNotFoundError(f"INDEX {args.index!r} is not an index (no manifest.json): create it with "
                                     f"`wolofmrl index DOCS --out {args.index}`")
+    if command == "embed":
+        out = Path(args.out)
+        if out.suffix.lower() not in (".npy", ".parquet") or out.is_dir():
+            raise ValueError(f"--out {args.out!r}: use a .npy or .parquet file name (not a folder)")
+        if not out.parent.is_dir():
+            raise FileNotFoundError(f"--out {args.out!r}: the folder {str(out.parent)!r} does not exist; create it "
+                                    "first")
     if command == "serve" and args.index and not (Path(args.index) / "manifest.json").is_file():
         raise FileNotFoundError(f"--index {args.index!r} is not an index (no manifest.json): create it with "
                                 f"`wolofmrl index DOCS --out {args.index}`")
