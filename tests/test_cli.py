@@ -17,16 +17,6 @@ FRENCH = ["La pluie tombera demain sur Dakar. Prenez un parapluie.",
           "Le riz coûte plus cher cette année.", "Les enfants vont à l'école à pied."]
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    from wolofmrl.build import save
-    from wolofmrl.testing import tiny_model
-
-    folder = tmp_path_factory.mktemp("tiny") / "model"
-    save(*tiny_model(), folder)
-    return folder
-
-
 @pytest.fixture()
 def docs(tmp_path):
     d = tmp_path / "docs"

@@ -21,20 +21,9 @@ from wolofmrl.cli.documents import DropStats, iter_document_files, read_passages
 from wolofmrl.testing import synthetic_waves
 
 ROOT = Path(__file__).resolve().parent.parent
-FRENCH = ["La pluie tombera demain sur Dakar. Prenez un parapluie.",
-          "Le marché de Sandaga ouvre à huit heures. Les commerçants vendent du tissu.",
-          "Le président a parlé à la radio ce matin.", "La mer est calme aujourd'hui.",
-          "Le riz coûte plus cher cette année.", "Les enfants vont à l'école à pied."]
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    from wolofmrl.build import save
-    from wolofmrl.testing import tiny_model
-
-    folder = tmp_path_factory.mktemp("tiny") / "model"
-    save(*tiny_model(), folder)
-    return folder
+FRENCH = ["Le marché ouvre à huit heures.", "La pluie arrive en juillet.", "Une seule main ne peut applaudir.",
+          "Le bateau part de Ziguinchor le soir.", "Le mil pousse après les premières pluies.",
+          "L'homme est le remède de l'homme."]
 
 
 @pytest.fixture(scope="module", autouse=True)
