@@ -18,8 +18,6 @@ import hashlib
 import json
 from pathlib import Path
 
-import numpy as np
-
 from wolofmrl.cli.documents import INDEX_MARKER
 
 MANIFEST = "manifest.json"
@@ -142,8 +140,10 @@ def check_files(folder: Path, manifest: dict, verify: bool = False) -> None:
             raise damaged(folder, MANIFEST, f"no checksum for {name}")
 
 
-def check_vectors(folder: Path, vectors: np.ndarray, manifest: dict, rows: np.ndarray | None = None) -> None:
-    """full.npy's shape against the manifest and the unit norm of its rows (all rows, or `rows`)."""
+def check_vectors(folder: Path, vectors, manifest: dict, rows=None) -> None:
+    """full.npy's shape against the manifest and the unit norm of its rows (all rows, or the (n,) int array `rows`).
+    vectors: (N, D) float32 numpy array (memory-mapped or not)."""
+    import numpy as np  # not at module level: `check_out` runs before any heavy import
     shape = (manifest["count"], manifest["full_dim"])
     if vectors.shape != shape or vectors.dtype != np.float32:
         raise damaged(folder, "full.npy", f"shape {vectors.shape} {vectors.dtype}, the manifest says {shape} float32")
