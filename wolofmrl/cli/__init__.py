@@ -170,11 +170,12 @@ def cmd_search(args) -> int:
     if model_fingerprint(model_path) != index.manifest.get("model_fingerprint"):
         _warn("search", f"--model {model_path} is not the model folder that built INDEX {args.index} (it changed "
                         "or is another one): scores may be wrong; rebuild the index with this model")
+    width = _model_width(model_path)
+    if width != index.funnel.full_dim:
+        raise ValueError(f"--model embeds at width {width}, INDEX at {index.funnel.full_dim}: search with the model "
+                         "that built the index")
     waves = _load_queries(args.queries)
     model, processor, dtype = load_model(model_path, args.device, args.dtype)
-    if model.config.embedding_dim != index.funnel.full_dim:
-        raise ValueError(f"--model embeds at width {model.config.embedding_dim}, INDEX at {index.funnel.full_dim}: "
-                         "search with the model that built the index")
     labels, parts = [], []
     if waves:
         parts.append(embed_audio(model, processor, waves, None, dtype, args.batch_size, sampling_rate=16000,

@@ -171,6 +171,19 @@ def _new_files(files: list[Path], manifest: dict | None, stats: DropStats) -> li
     return fresh
 
 
+def _read_all(files: list[Path], stats: DropStats, max_words: int, text_field: str, progress: bool) -> list:
+    """Passages of every file, in order, with a progress bar over the bytes read."""
+    from tqdm.auto import tqdm
+
+    passages = []
+    with tqdm(total=sum(f.stat().st_size for f in files), desc="read", unit="B", unit_scale=True,
+              disable=not progress, dynamic_ncols=True) as bar:
+        for f in files:
+            passages += read_passages(f, stats, max_words, text_field)
+            bar.update(f.stat().st_size)
+    return passages
+
+
 def _stage(out: Path, key_parts: dict, log) -> Path:
     """The staging folder of this run's key; other runs' staging folders (other arguments, inputs or model) are
     discarded with a line (their chunks would attach vectors to the wrong passages)."""
@@ -258,7 +271,7 @@ def index_documents(docs: str | Path, out: str | Path, model_path: str | Path | 
         max_words, text_field = manifest.get("max_words", max_words), manifest.get("text_field", text_field)
     stats = DropStats()
     files = _new_files(iter_document_files(docs), manifest, stats)
-    passages = [p for f in files for p in read_passages(f, stats, max_words, text_field)]
+    passages = _read_all(files, stats, max_words, text_field, progress)
     summary = {"files_new": len(files), "passages_new": len(passages), "resumed_chunks": 0}
     if not passages:
         summary.update(count=manifest["count"] if manifest else 0, dropped=dict(stats.dropped))
