@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import operator
 import os
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -90,6 +91,30 @@ def pool_windows(embeds: torch.Tensor, window_to_clip: torch.Tensor, weights: to
     pooled = unit.new_zeros(clips, unit.shape[-1]).index_add_(0, window_to_clip, unit * w[:, None])
     total = unit.new_zeros(clips).index_add_(0, window_to_clip, w)
     return pooled / total.clamp(min=1e-6)[:, None]
+
+
+def unmasked_padding(input_features, min_frames: int = 10):
+    """A (B, T) mask for log-mel features that came without one, or None when no row is padded.
+
+    The Whisper feature extractor pads every clip to 30 s (3000 frames) and, by default, returns no attention_mask;
+    pooled as speech, the padding pulls the embedding away from the clip's (cosine ~0.6). Padding is a trailing
+    run of identical frames (the log-mel of digital silence); a run of at least `min_frames` is masked out here,
+    with a warning that says how to pass features properly."""
+    x = as_tensor(input_features)
+    if x is None or x.dim() != 3 or x.shape[-1] <= min_frames:
+        return None
+    same = (x == x[..., -1:]).all(dim=1)  # (B, T): frame equals the row's last frame
+    run = same.flip(-1).long().cumprod(-1).sum(-1)  # trailing identical frames per row
+    if not bool((run >= min_frames).any()):
+        return None
+    frames = x.shape[-1]
+    lengths = torch.where(run >= min_frames, frames - run, torch.full_like(run, frames))
+    lengths = (lengths + lengths % 2).clamp(max=frames)  # even, as the processor's own features
+    warnings.warn(f"input_features of {frames} frames came without an attention_mask and end in up to "
+                  f"{int(run.max())} identical frames: padding (the Whisper feature extractor pads to 30 s); it is "
+                  "masked out. Pass **processor(audio=...) (own-length features and their mask), or "
+                  "return_attention_mask=True to the feature extractor", stacklevel=3)
+    return (torch.arange(frames, device=x.device)[None] < lengths[:, None].to(x.device)).long()
 
 
 def as_tensor(value, device: torch.device | None = None, dtype: torch.dtype | None = None):
@@ -424,6 +449,8 @@ class WolofMRLModel(WolofMRLPreTrainedModel):
     def speech_frames(self, input_features=None, attention_mask=None, input_values=None):
         """Concatenated selected hidden states of the speech encoder: (B, T, D * n_layers) and a (B, T) mask."""
         weight = next(self.speech_tower.parameters())  # cast inside, as transformers models do (bf16/fp16 models)
+        if input_features is not None and attention_mask is None:
+            attention_mask = unmasked_padding(input_features)
         states, mask = self.speech_tower(input_features=as_tensor(input_features, weight.device, weight.dtype),
                                          attention_mask=as_tensor(attention_mask, weight.device),
                                          input_values=as_tensor(input_values, weight.device, weight.dtype))

@@ -44,6 +44,7 @@ TEXT_KINDS = ("query", "passage", None)
 TEXT_KIND_ALIASES = {"document": "passage"}  # mteb PromptType.document
 WINDOW_OVERLAP_SECONDS = 5.0
 SILENT_DBFS = -60.0  # a clip whose loudest 20 ms frame is quieter holds no speech (`loudest_dbfs`)
+SILENCE_DBFS = -60.0  # `is_silent`: no 20 ms frame louder than this (RMS, dB relative to full scale)
 _UNSET = object()  # text_kind not given
 
 
@@ -68,6 +69,22 @@ def _is_number(x) -> bool:
 
 
 # =============================================================================== decoding
+def check_not_rate_tuple(items: list) -> None:
+    """Refuse a (waveform, rate) / (rate, waveform) pair -- what torchaudio.load, librosa.load and
+    scipy.io.wavfile.read return -- which would otherwise read as a batch of two clips. Raises ValueError."""
+    if len(items) != 2:
+        return
+    rates = [i for i, x in enumerate(items) if _is_number(x) and not isinstance(x, (bool, np.bool_))
+             and float(x) == int(x) and RATE_RANGE[0] <= int(x) <= RATE_RANGE[1]]
+    waves = [i for i, x in enumerate(items) if (isinstance(x, torch.Tensor) and x.numel() > 1)
+             or (isinstance(x, (np.ndarray, list)) and np.size(x) > 1)]
+    if len(rates) == 1 and len(waves) == 1:
+        raise ValueError(f"audio is a (waveform, sampling_rate) tuple, as torchaudio.load / librosa.load / "
+                         f"scipy.io.wavfile.read return (rate {int(items[rates[0]])} at position {rates[0]}): pass "
+                         "them separately, e.g. wave, rate = librosa.load(path); processor(audio=wave, "
+                         "sampling_rate=rate)")
+
+
 class AudioTooLongError(ValueError):
     """An encoded clip over the caller's `max_seconds`, found from its header or a decode stopped at the cap (so the
     clip was never decoded whole). `seconds`: its length when the header gives it, else None (longer than the cap)."""
@@ -470,6 +487,31 @@ def loudest_dbfs(wave: np.ndarray, rate: int = SAMPLING_RATE) -> float:
     peak = float(rms.max()) if rms.size else float(np.sqrt(np.mean(np.square(wave, dtype=np.float64)))) \
         if wave.size else 0.0
     return 20 * math.log10(peak) if peak > 0 else -math.inf
+def is_silent(wave: np.ndarray, rate: int = SAMPLING_RATE, threshold_dbfs: float = SILENCE_DBFS) -> bool:
+    """True when no 20 ms frame of `wave` (float, full scale 1.0) is louder than `threshold_dbfs` RMS: digital
+    silence, a muted microphone, an empty recording. Its embedding says nothing about a question (callers warn or
+    refuse instead of ranking passages for it)."""
+    frame = max(1, int(0.02 * rate))
+    n = max(1, wave.size // frame)
+    padded = np.zeros(n * frame, np.float64)
+    padded[: min(wave.size, n * frame)] = wave[: n * frame]
+    rms = np.sqrt(np.mean(np.square(padded.reshape(n, frame)), axis=1))
+    return bool(rms.max() <= 10 ** (threshold_dbfs / 20)) if wave.size else True
+
+
+def audio_windows(processor, audio, sampling_rate=None, max_audio_seconds=None) -> tuple[list[np.ndarray], list[int]]:
+    """The one long-audio path: audio (any input `processor.prepare_audio` takes) -> (windows, window_to_clip).
+
+    Every clip is decoded, resampled to 16 kHz and its leading/trailing silence trimmed (`prepare_audio`) BEFORE a
+    clip longer than `processor.max_audio_seconds` is cut into windows overlapping by `WINDOW_OVERLAP_SECONDS`
+    (`split_windows`): windowing first would embed a recording's silent tail as windows of its own. Clips that fit
+    are one window each. The processor's `audio_inputs`, the CLI and the server all take their windows from here;
+    the model pools the windows of a clip (`pool_windows`)."""
+    clips = processor.prepare_audio(audio, sampling_rate, max_audio_seconds)
+    rate = processor.sampling_rate
+    window = int(processor.max_audio_seconds * rate)
+    overlap = int(min(WINDOW_OVERLAP_SECONDS, processor.max_audio_seconds / 3) * rate)
+    return split_windows(clips, window, overlap)
 
 
 def split_windows(clips: list[np.ndarray], window: int, overlap: int) -> tuple[list[np.ndarray], list[int]]:
@@ -547,6 +589,7 @@ class WolofMRLProcessor(ProcessorMixin):
             return [audio]
         if isinstance(audio, (list, tuple)) or (hasattr(audio, "__iter__") and hasattr(audio, "__len__")):
             items = list(audio)
+            check_not_rate_tuple(items)
             if not items:
                 raise ValueError("audio is an empty list: pass at least one clip")
             return [items] if all(_is_number(x) for x in items) else items
@@ -604,12 +647,9 @@ class WolofMRLProcessor(ProcessorMixin):
     def audio_inputs(self, audio, sampling_rate=None, max_audio_seconds=None, device="cpu") -> dict:
         """Audio -> model inputs; long clips become overlapping windows of at most `self.max_audio_seconds` s and
         the output gains `window_to_clip` ((n_windows,) long: the clip of each row) for the model to pool."""
-        clips = self.prepare_audio(audio, sampling_rate, max_audio_seconds)
-        window = int(self.max_audio_seconds * self.sampling_rate)
-        if all(len(c) <= window for c in clips):
-            return self.features(clips, device)
-        overlap = int(min(WINDOW_OVERLAP_SECONDS, self.max_audio_seconds / 3) * self.sampling_rate)
-        windows, owner = split_windows(clips, window, overlap)
+        windows, owner = audio_windows(self, audio, sampling_rate, max_audio_seconds)
+        if len(set(owner)) == len(owner):  # no clip was cut: one row per clip
+            return self.features(windows, device)
         return {**self.features(windows, device), "window_to_clip": torch.tensor(owner, device=device)}
 
     # ------------------------------------------------------------------ text

@@ -35,11 +35,11 @@ EVAL_DIR = Path(__file__).resolve().parent
 if str(EVAL_DIR) not in sys.path:
     sys.path.insert(0, str(EVAL_DIR))
 
-from metrics import retrieval_scores, score_matrix_metrics, top_k  # noqa: E402
-
 ROOT = EVAL_DIR.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from wolofmrl.metrics import retrieval_scores, score_matrix_metrics, top_k  # noqa: E402
 
 from wolofmrl.retrieval import FunnelIndex, build_index, index_bytes, prefix_normalize  # noqa: E402
 
@@ -133,7 +133,7 @@ def funnel_search(q_full: np.ndarray, d_full: np.ndarray, d_small: int, shortlis
 
 
 def recall_at(ranked: np.ndarray, relevant: list[set[int]], k: int) -> float:
-    """Mean Recall@k of rankings (Q, >=k) against relevant index sets (eval/metrics.py)."""
+    """Mean Recall@k of rankings (Q, >=k) against relevant index sets (wolofmrl/metrics.py)."""
     return retrieval_scores([r.tolist() for r in ranked], relevant, ks=(k,), ndcg_ks=(), mrr_ks=())[f"recall_at_{k}"]
 
 

@@ -70,7 +70,7 @@ from bench_inputs import build_inputs, load_inputs, make_clips, save_inputs, str
 from bench_measure import embed_speech_run, load_models, model_facts, speech_rows, text_rows  # noqa: E402
 from bench_report import TARGETS, markdown, summarise  # noqa: E402
 from bench_retrieval import retrieval_scaling  # noqa: E402
-from metrics import mean_recall_at_k  # noqa: E402
+from wolofmrl.metrics import mean_recall_at_k  # noqa: E402
 from wolofmrl.inference import encode_speech, encode_text, prepare_model  # noqa: E402
 
 SR = 16000

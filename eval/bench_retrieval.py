@@ -16,7 +16,7 @@ if str(ROOT) not in sys.path:
 
 import bench_env  # noqa: E402
 from bench_env import log, sync  # noqa: E402
-from metrics import mean_recall_at_k, overlap_at_k  # noqa: E402
+from wolofmrl.metrics import mean_recall_at_k, overlap_at_k  # noqa: E402
 from wolofmrl.retrieval import build_index, prefix_normalize, rerank  # noqa: E402
 
 

@@ -29,7 +29,7 @@ sys.path[:0] = [str(EVAL), str(EVAL.parent)]
 
 from bench_inputs import read_mo_pairs  # noqa: E402
 from bench_retrieval import synthetic_like  # noqa: E402
-from metrics import mean_recall_at_k, overlap_at_k  # noqa: E402
+from wolofmrl.metrics import mean_recall_at_k, overlap_at_k  # noqa: E402
 from wolofmrl.retrieval import FunnelIndex, exact_search, prefix_normalize  # noqa: E402
 
 GRID = {"flat": [(32, 200), (32, 400), (64, 200), (128, 500)],

@@ -15,7 +15,7 @@ Strategies: each ``--model NAME=FOLDER`` (its speech side), and ``text`` (the to
 through the first model's text side as a query; no condition applies to it). Floors: ``majority`` (the support
 pool's most frequent intent) and ``bow`` (bag of words: word counts of the written sentence + logistic regression
 on the support sentences), neither depends on the dim. Metrics: accuracy, macro F1 (``f1``) and weighted F1 from
-eval/metrics.py (scikit-learn). Every clip is synthetic TTS, not Wolof speakers.
+wolofmrl/metrics.py (scikit-learn). Every clip is synthetic TTS, not Wolof speakers.
 
 Writes, under --out: ``mteb/<strategy>/experiments/embed_dim_<d>/<Task>.json`` (mteb `TaskResult` files; the
 condition is the hf_subset), ``scores.json`` (flat rows), ``scores.md`` and the plot.
@@ -33,11 +33,12 @@ from pathlib import Path
 import numpy as np
 
 EVAL_DIR = Path(__file__).resolve().parent
-if str(EVAL_DIR) not in sys.path:
-    sys.path.insert(0, str(EVAL_DIR))
+for _p in (EVAL_DIR, EVAL_DIR.parent):
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
 
 import intents  # noqa: E402
-from metrics import classification_scores  # noqa: E402
+from wolofmrl.metrics import classification_scores  # noqa: E402
 
 logger = logging.getLogger("wolofmrl.intent")
 

@@ -11,7 +11,7 @@ Rows (all on the same queries and the same French corpus; documents always go th
   so it transcribes into whatever language it detects) through the same text side. Needs a Whisper folder
   (`wolofmrl.convert.ensure_backbone("whisper-base")` -> build/backbones/whisper-base); transcripts are cached.
 
-Metrics (eval/metrics.py, same definitions as mteb's): nDCG@10, Recall@1, Recall@10, MRR@10 at every Matryoshka dim
+Metrics (wolofmrl/metrics.py, same definitions as mteb's): nDCG@10, Recall@1, Recall@10, MRR@10 at every Matryoshka dim
 of the first model. Writes strategies.md, strategies.json, strategies.png.
 """
 
@@ -30,7 +30,7 @@ for _p in (EVAL_DIR, EVAL_DIR.parent):
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
 
-from metrics import score_matrix_metrics  # noqa: E402
+from wolofmrl.metrics import score_matrix_metrics  # noqa: E402
 
 METRICS = [("ndcg_at_10", "nDCG@10"), ("recall_at_1", "R@1"), ("recall_at_10", "R@10"), ("mrr_at_10", "MRR@10")]
 

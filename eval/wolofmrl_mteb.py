@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from processing_wolofmrl import decode_audio  # noqa: E402
+from processing_wolofmrl import decode_audio, trim_silence  # noqa: E402
 from wolofmrl.inference import encode_speech, encode_text  # noqa: E402
 from wolofmrl.retrieval import prefix_normalize  # noqa: E402
 
@@ -117,6 +117,7 @@ class WolofMRLEmbedder:
     def _clip(self, value) -> dict:
         """One clip -> {"array": mono float32, "sampling_rate"}, cut to the model's `max_audio_seconds`."""
         wave, rate = decode_audio(value)
+        wave = trim_silence(wave, rate)  # before the cut: a long silent lead-in must not push the question out
         limit = int(self.processor.max_audio_seconds * rate)
         if len(wave) > limit:  # the model takes at most max_audio_seconds; keep the start, as mteb does
             self.n_truncated += 1

@@ -15,3 +15,14 @@ def untrained_model_dir():
 
     return build(ROOT / "build" / "test-models" / "wolofmrl-fusion-untrained", speech="whisper-base",
                  text="multilingual-e5-small", strategy="fusion", delta=None)
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory):
+    """A built folder of a tiny random WolofMRL model (real XLM-R tokenizer, Whisper feature extractor; width 48)."""
+    from wolofmrl.build import save
+    from wolofmrl.testing import tiny_model
+
+    folder = tmp_path_factory.mktemp("tiny") / "model"
+    save(*tiny_model(), folder)
+    return folder

@@ -15,7 +15,7 @@ import bench  # noqa: E402
 import bench_env  # noqa: E402
 import bench_inputs  # noqa: E402
 import bench_retrieval as br  # noqa: E402
-from metrics import mean_recall_at_k, overlap_at_k  # noqa: E402
+from wolofmrl.metrics import mean_recall_at_k, overlap_at_k  # noqa: E402
 
 from wolofmrl.retrieval import prefix_normalize, rerank  # noqa: E402
 

@@ -17,16 +17,6 @@ FRENCH = ["La pluie tombera demain sur Dakar. Prenez un parapluie.",
           "Le riz coûte plus cher cette année.", "Les enfants vont à l'école à pied."]
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    from wolofmrl.build import save
-    from wolofmrl.testing import tiny_model
-
-    folder = tmp_path_factory.mktemp("tiny") / "model"
-    save(*tiny_model(), folder)
-    return folder
-
-
 @pytest.fixture()
 def docs(tmp_path):
     d = tmp_path / "docs"
@@ -145,16 +135,6 @@ def test_embed_npy_and_parquet(tiny_dir, tmp_path):
     table = pq.read_table(par).to_pylist()
     assert table[0]["input"] == str(wav) and len(table[0]["embedding"]) == 48
     assert main(["embed", "--model", str(tiny_dir), "--text", "x", "--out", str(tmp_path / "x.txt")]) == 2
-
-
-def test_long_audio_is_windowed_and_pooled(tiny_dir):
-    model, processor, _ = store_mod.load_model(tiny_dir, "cpu")
-    wave = np.concatenate(synthetic_waves(2, (20.0, 20.0)))  # 40 s: over the model's 30 s window
-    emb = store_mod.embed_audio(model, processor, [{"array": wave, "sampling_rate": 16000}])
-    halves = store_mod.embed_audio(model, processor, [{"array": wave[:320000], "sampling_rate": 16000},
-                                                      {"array": wave[320000:], "sampling_rate": 16000}])
-    want = halves.sum(0) / np.linalg.norm(halves.sum(0))
-    np.testing.assert_allclose(emb[0], want, atol=1e-5)
 
 
 def test_bad_arguments_exit_2_with_a_message(tiny_dir, docs, tmp_path, capsys):

@@ -1,15 +1,11 @@
-"""eval/metrics.py on hand-computable cases, and agreement with mteb's own retrieval scores."""
+"""wolofmrl/metrics.py on hand-computable cases, and agreement with mteb's own retrieval scores."""
 
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "eval"))  # eval/ is a folder of scripts
-
-from metrics import (  # noqa: E402
+from wolofmrl.metrics import (
     classification_scores,
     hit_at_k,
     ndcg_at_k,

@@ -2,7 +2,7 @@
 -> French), the keep-best score and the PCA rotation baseline of the text stage.
 
 Embeddings come from the project's one batched-encoding path (`wolofmrl.inference.encode_speech / encode_text`),
-prefixes and Recall@k from the one metrics module (`eval/metrics.py`), truncation + L2 from
+prefixes and Recall@k from the one metrics module (`wolofmrl/metrics.py`), truncation + L2 from
 `modeling_wolofmrl.normalize_dim`.
 """
 
@@ -13,7 +13,7 @@ import contextlib
 import numpy as np
 import torch
 
-from eval.metrics import score_matrix_metrics
+from wolofmrl.metrics import score_matrix_metrics
 from modeling_wolofmrl import normalize_dim
 from wolofmrl.inference import encode_speech, encode_text
 

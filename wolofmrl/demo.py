@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -22,8 +21,7 @@ import torch
 
 from modeling_wolofmrl import normalize_dim
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "eval"))  # eval/ is a folder of scripts
-from metrics import score_matrix_metrics  # noqa: E402
+from wolofmrl.metrics import score_matrix_metrics
 
 
 def proverb_pairs(n: int | None = None) -> list[tuple[str, str]]:
@@ -35,7 +33,7 @@ def proverb_pairs(n: int | None = None) -> list[tuple[str, str]]:
 
 
 def recall_at_1(speech: torch.Tensor, text: torch.Tensor, dim: int) -> float:
-    """Recall@1 of query i finding passage i, both truncated to `dim` (eval/metrics.py)."""
+    """Recall@1 of query i finding passage i, both truncated to `dim` (wolofmrl/metrics.py)."""
     scores = (normalize_dim(speech, dim) @ normalize_dim(text, dim).T).numpy()
     return score_matrix_metrics(scores, [[i] for i in range(len(scores))], ks=(1,))["recall_at_1"]
 

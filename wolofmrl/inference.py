@@ -41,7 +41,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from processing_wolofmrl import reflect_stack, whisper_log_mel
+from processing_wolofmrl import audio_windows, reflect_stack, whisper_log_mel
 
 __all__ = ["encode_speech", "encode_text", "prepare_model", "attention_implementations", "clip_seconds",
            "whisper_features", "length_batches", "fast_token_ids", "default_workers", "auto_batches"]
@@ -415,14 +415,21 @@ def encode_text(model, processor, texts, batch_size: int | None = 128, dim: int 
     return out
 
 
-def _speech_job(processor, items: list, sampling_rate, fast: bool, pin: bool):
-    """A job for `_prefetch`: decode / resample / check one batch of clips; the padded waves (fast path) or the
-    processor's own features, as CPU tensors."""
+def _speech_job(processor, items: list, sampling_rate, fast: bool, pin: bool, prepared: bool = False):
+    """A job for `_prefetch`: decode / resample / check one batch of clips; the padded waves (fast path: trimmed,
+    then cut into windows over `max_audio_seconds` by the one long-audio path, `audio_windows`, with `owner` = the
+    clip of each window) or the processor's own features, as CPU tensors. `prepared`: the items are 16 kHz float32
+    waves made by the processor already, used as they are."""
     def job():
         if fast:
-            waves = processor.prepare_audio(items, sampling_rate)
-            return {"waves": waves, "stacked": _pin(reflect_stack(waves, int(processor.feature_extractor.n_fft)),
-                                                    pin)}
+            if prepared:
+                waves, owner = [np.asarray(c, dtype=np.float32) for c in items], list(range(len(items)))
+            else:
+                waves, owner = audio_windows(processor, items, sampling_rate)
+            return {"waves": waves, "owner": owner,
+                    "stacked": _pin(reflect_stack(waves, int(processor.feature_extractor.n_fft)), pin)}
+        if prepared:
+            return {k: _pin(v, pin) for k, v in processor.features(items).items()}
         batch = processor(audio=items, sampling_rate=sampling_rate, return_tensors="pt")
         return {k: _pin(v, pin) for k, v in batch.items()}
     return job
@@ -433,7 +440,8 @@ def encode_speech(model, processor, clips, batch_size: int | None = 32, dim: int
                   device: str | torch.device | None = None, dtype: torch.dtype | None = None,
                   sort_by_length: bool = True, progress: bool = True, sampling_rate: int | None = 16000,
                   compile: bool = False, features_on_device: bool = True,
-                  max_seconds: float | None = None, workers: int | None = None) -> torch.Tensor:
+                  max_seconds: float | None = None, workers: int | None = None,
+                  prepared: bool = False) -> torch.Tensor:
     """L2-normalised speech embeddings of many clips: (N, dim or hidden) float32 on the CPU, in `clips`' order.
 
     clips: arrays / tensors / lists of floats at `sampling_rate`, `{"array", "sampling_rate"}` dicts or file paths
@@ -443,7 +451,10 @@ def encode_speech(model, processor, clips, batch_size: int | None = 32, dim: int
     `workers` threads (default `default_workers()`) decode, resample and pad the next batches while the device runs
     this one; the waves reach the device from pinned memory without blocking. Weights cast to bf16/fp16
     (`prepare_model(weights_dtype=...)`) get features in their dtype. `batch_size=None`: sized for the device
-    (`auto_batches`). Raises ValueError for a bad dim or clip.
+    (`auto_batches`). Clips over the processor's `max_audio_seconds` are trimmed of silence, then windowed and
+    pooled as `processor(audio=...)` does (`processing_wolofmrl.audio_windows`). `prepared=True`: clips are already
+    16 kHz float32 arrays made by the processor (`prepare_audio` / `audio_windows`, e.g. the windows of a long
+    recording): used as they are, not trimmed again. Raises ValueError for a bad dim or clip.
     """
     model._check_dim(dim)  # a bad dim fails before any work
     if len(clips) == 0:
@@ -458,16 +469,18 @@ def encode_speech(model, processor, clips, batch_size: int | None = 32, dim: int
     fast = features_on_device and _is_whisper_fe(processor)
     weights = next(model.parameters()).dtype
     batches = length_batches(lengths, batch_size, sort_by_length, max_seconds)
-    jobs = (_speech_job(processor, [clips[i] for i in idx], sampling_rate, fast, device.type == "cuda")
+    jobs = (_speech_job(processor, [clips[i] for i in idx], sampling_rate, fast, device.type == "cuda",
+                        prepared)
             for idx in batches)
     out, done = None, []
     with _progress(len(clips), "clip", progress, "speech") as bar:
-        for n, (idx, prepared) in enumerate(zip(batches, _prefetch(jobs, workers or default_workers(), ahead=4))):
+        for n, (idx, ready) in enumerate(zip(batches, _prefetch(jobs, workers or default_workers(), ahead=4))):
             if fast:
-                batch = whisper_log_mel(processor.feature_extractor, prepared["waves"], device,
-                                        stacked=prepared["stacked"])
+                batch = whisper_log_mel(processor.feature_extractor, ready["waves"], device, stacked=ready["stacked"])
+                if len(ready["owner"]) > len(idx):  # long clips became several windows: pooled per clip
+                    batch["window_to_clip"] = torch.tensor(ready["owner"], device=device)
             else:
-                batch = {k: v.to(device, non_blocking=True) for k, v in prepared.items()}
+                batch = {k: v.to(device, non_blocking=True) for k, v in ready.items()}
             if weights != torch.float32:
                 batch = {k: v.to(weights) if v.is_floating_point() else v for k, v in batch.items()}
             with _autocast(device, dtype):

@@ -1,12 +1,15 @@
 """The `wolofmrl` command: index French documents, search them by voice, embed, serve.
 
     wolofmrl index DOCS --out INDEX [--model M] [--dim 128] [--kind flat|ivf|hnsw] [--add]
-    wolofmrl search INDEX question.wav [more.wav ...] [--k 10] [--shortlist 500] [--json]
+    wolofmrl search INDEX question.wav [more.wav ...] [--k 10] [--shortlist 500] [--json] [--verify]
     wolofmrl search INDEX --text "Lan mooy ..." [--json]
     wolofmrl embed --audio a.wav b.ogg --out q.npy          (or --text ... / --text-file lines.txt, .parquet out)
     wolofmrl serve --index INDEX [--host 127.0.0.1] [--port 8000]
 
-Every subcommand has --help. Bad input ends with a one-line message naming the argument and exit status 2.
+The model: --model, else $WOLOFMRL_MODEL, else checkpoints/wolofmrl-base of this source tree when built
+(`make model`), else the user cache folder ($XDG_CACHE_HOME or ~/.cache)/wolofmrl/wolofmrl-base.
+Every subcommand has --help. Bad input ends with a one-line message naming the argument and exit status 2; it is
+found before the model loads (arguments, files, the INDEX are checked first).
 """
 
 from __future__ import annotations
@@ -17,55 +20,93 @@ import os
 import sys
 from pathlib import Path
 
-DEFAULT_MODEL = os.environ.get("WOLOFMRL_MODEL", "checkpoints/wolofmrl-base")
+MODEL_ENV = "WOLOFMRL_MODEL"
+SOURCE_MODEL = Path(__file__).resolve().parent.parent.parent / "checkpoints" / "wolofmrl-base"
+
+
+def user_model_dir() -> Path:
+    """($XDG_CACHE_HOME or ~/.cache)/wolofmrl/wolofmrl-base: where a model is looked for outside the source tree."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "wolofmrl" / "wolofmrl-base"
+
+
+def default_model() -> str:
+    """The model folder used without --model: $WOLOFMRL_MODEL, else this source tree's built
+    checkpoints/wolofmrl-base, else `user_model_dir()`. An absolute path: it works from any folder."""
+    if os.environ.get(MODEL_ENV):
+        return str(Path(os.environ[MODEL_ENV]).expanduser().resolve())
+    if (SOURCE_MODEL / "config.json").is_file():
+        return str(SOURCE_MODEL)
+    return str(user_model_dir())
+
+
+class _Help(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Keeps the description's layout and shows every option's default."""
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("wolofmrl")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def _common(p: argparse.ArgumentParser, model: bool = True):
     if model:
-        p.add_argument("--model", default=DEFAULT_MODEL,
-                       help="built model folder (default: $WOLOFMRL_MODEL or checkpoints/wolofmrl-base)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA if available)")
+        p.add_argument("--model", default=default_model(),
+                       help=f"built model folder (${MODEL_ENV}, else this tree's checkpoints/wolofmrl-base, else "
+                            f"{user_model_dir()})")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (None: CUDA if available, else CPU)")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                    help="compute dtype (auto: bfloat16 on CUDA, float32 on CPU)")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=64, help="items per forward pass")
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="wolofmrl", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="wolofmrl", description=__doc__, formatter_class=_Help)
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     ix = sub.add_parser("index", help="split French documents into passages, embed them, write a FAISS index",
-                        description="Index a folder or file of French .txt/.md/.jsonl/.csv documents. Resumable: "
-                                    "rerun the same command after an interruption.")
+                        formatter_class=_Help,
+                        description="Index a folder or file of French .txt/.md/.jsonl/.csv documents (UTF-8) into a "
+                                    "new INDEX folder. Resumable: rerun the same command after an interruption (it "
+                                    "says so; other arguments or inputs start over). INDEX must be new, empty, or "
+                                    "an INDEX this command wrote; never DOCS or inside it.")
     ix.add_argument("docs", help="a folder (searched recursively) or one .txt/.md/.jsonl/.csv file")
     ix.add_argument("--out", required=True, help="INDEX folder to create (or extend with --add)")
     ix.add_argument("--add", action="store_true", help="add new files to an existing INDEX (already indexed skipped)")
     ix.add_argument("--dim", type=int, default=128, help="shortlist width of the funnel (Matryoshka prefix); "
-                                                         "passages are always stored at full width (default 128)")
-    ix.add_argument("--kind", default="flat", choices=["flat", "ivf", "hnsw"], help="shortlist index (default flat)")
-    ix.add_argument("--max-words", type=int, default=120, help="longest passage, in words (default 120)")
+                                                         "passages are always stored at full width")
+    ix.add_argument("--kind", default="flat", choices=["flat", "ivf", "hnsw"], help="shortlist index")
+    ix.add_argument("--max-words", type=int, default=120, help="longest passage, in words")
     ix.add_argument("--text-field", default="text", help=".jsonl key / .csv column holding the text")
     ix.add_argument("--chunk", type=int, default=2048, help="passages per resumable chunk")
     _common(ix)
 
     se = sub.add_parser("search", help="search an INDEX with spoken (audio files) or written queries",
-                        description="Funnel search: shortlist at the index's --dim, re-rank at full width.")
+                        formatter_class=_Help,
+                        description="Funnel search: shortlist at the index's --dim, re-rank at full width. Each hit "
+                                    "has a cosine score and a margin (its score minus the next hit's): a top hit "
+                                    "with a clear margin is a confident answer, one with a margin near 0 a guess.")
     se.add_argument("index", help="INDEX folder written by `wolofmrl index`")
     se.add_argument("queries", nargs="*", help="audio files (any length, WAV/FLAC/OGG/MP3, any rate)")
     se.add_argument("--text", action="append", default=[], help="a written query (repeatable); gets 'query: '")
     se.add_argument("--k", type=int, default=10, help="results per query")
-    se.add_argument("--shortlist", type=int, default=500, help="candidates re-ranked at full width (default 500)")
+    se.add_argument("--shortlist", type=int, default=500, help="candidates re-ranked at full width")
     se.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    se.add_argument("--verify", action="store_true", help="also check the SHA-256 of the large INDEX files "
+                                                          "(full.npy, coarse.faiss) before searching")
     _common(se, model=False)
-    se.add_argument("--model", default=None, help="model folder (default: the one that built the INDEX)")
+    se.add_argument("--model", default=None, help="model folder (None: the one that built the INDEX)")
 
-    em = sub.add_parser("embed", help="embed audio files or texts to .npy or .parquet")
+    em = sub.add_parser("embed", help="embed audio files or texts to .npy or .parquet", formatter_class=_Help)
     em.add_argument("--audio", nargs="+", default=[], help="audio files")
     em.add_argument("--text", action="append", default=[], help="a text (repeatable)")
     em.add_argument("--text-file", default=None, help="a UTF-8 file with one text per line")
-    em.add_argument("--kind", default="passage", choices=["query", "passage"], help="text prefix (default passage)")
-    em.add_argument("--dim", type=int, default=None, help="Matryoshka width (default: full)")
+    em.add_argument("--kind", default="passage", choices=["query", "passage"], help="text prefix")
+    em.add_argument("--dim", type=int, default=None, help="Matryoshka width (None: full width)")
     em.add_argument("--out", required=True, help="output .npy (float32 (N, dim)) or .parquet (input, embedding)")
     _common(em)
 
@@ -75,7 +116,8 @@ def parser() -> argparse.ArgumentParser:
                                     "checked before any decoding or model call (audio length from the file's "
                                     "header). Texts are read up to 512 tokens; audio over 30 s is trimmed of "
                                     "silence and embedded in pooled 30 s windows; silent audio and empty texts "
-                                    "are refused (400).")
+                                    "are refused (400).",
+                        formatter_class=_Help)
     sv.add_argument("--index", default=None, help="INDEX folder for /v1/search (optional; without it: 404)")
     sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     sv.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
@@ -96,10 +138,16 @@ def parser() -> argparse.ArgumentParser:
 
 def _print_hits(query: str, hits: list[dict]):
     print(f"query: {query}")
+    print("  rank  score  margin  passage")
     for h in hits:
-        text = h["text"] if len(h["text"]) <= 110 else h["text"][:107] + "..."
-        print(f"  {h['rank']:>2}. {h['score']:.3f}  {text}")
-        print(f"      {h['source']}")
+        text = h["text"] if len(h["text"]) <= 100 else h["text"][:97] + "..."
+        margin = "     -" if h["margin"] is None else f"{h['margin']:.3f}"
+        print(f"  {h['rank']:>4}  {h['score']:.3f}  {margin:>6}  {text}")
+        print(f"                       {h['source']}")
+
+
+def _warn(command: str, message: str):
+    print(f"wolofmrl {command}: warning: {message}", file=sys.stderr)
 
 
 def cmd_index(args) -> int:
@@ -111,19 +159,41 @@ def cmd_index(args) -> int:
     return 0
 
 
-def cmd_search(args) -> int:
-    from wolofmrl.cli.store import DocumentIndex, embed_audio, embed_texts, load_model
+def _load_queries(paths: list[str]) -> list:
+    """Decode audio query files before the model loads (16 kHz mono float32); a silent file is refused."""
+    from processing_wolofmrl import is_silent, load_audio
 
-    if not args.queries and not args.text:
-        raise ValueError("search: give audio files (QUERY.wav ...) or --text 'a written query'")
-    index = DocumentIndex.open(args.index)
-    model, processor, dtype = load_model(args.model or index.manifest["model"], args.device, args.dtype)
-    if model.config.embedding_dim != index.funnel.full_dim:
-        raise ValueError(f"--model embeds at width {model.config.embedding_dim}, INDEX at {index.funnel.full_dim}: "
-                         "search with the model that built the index")
+    waves = []
+    for path in paths:
+        wave = load_audio(path, name=f"audio file {path!r}")
+        if is_silent(wave):
+            raise ValueError(f"audio file {path!r} is silent (no sound above -60 dBFS): there is no question to "
+                             "search for; check the microphone or the file")
+        waves.append(wave)
+    return waves
+
+
+def cmd_search(args) -> int:
+    from wolofmrl.cli.store import DocumentIndex, embed_audio, embed_texts, load_model, model_fingerprint
+
+    index = DocumentIndex.open(args.index, verify=args.verify)
+    model_path = args.model or index.manifest["model"]
+    if not (Path(model_path) / "config.json").is_file():
+        raise FileNotFoundError(f"the model that built INDEX {args.index} ({model_path}) is not there: pass --model "
+                                "with that model's folder")
+    if model_fingerprint(model_path) != index.manifest.get("model_fingerprint"):
+        _warn("search", f"--model {model_path} is not the model folder that built INDEX {args.index} (it changed "
+                        "or is another one): scores may be wrong; rebuild the index with this model")
+    width = _model_width(model_path)
+    if width != index.funnel.full_dim:
+        raise ValueError(f"--model embeds at width {width}, INDEX at {index.funnel.full_dim}: search with the model "
+                         "that built the index")
+    waves = _load_queries(args.queries)
+    model, processor, dtype = load_model(model_path, args.device, args.dtype)
     labels, parts = [], []
-    if args.queries:
-        parts.append(embed_audio(model, processor, args.queries, None, dtype, args.batch_size))
+    if waves:
+        parts.append(embed_audio(model, processor, waves, None, dtype, args.batch_size, sampling_rate=16000,
+                                 progress=True))
         labels += args.queries
     if args.text:
         parts.append(embed_texts(model, processor, args.text, "query", None, dtype, args.batch_size))
@@ -139,23 +209,47 @@ def cmd_search(args) -> int:
     return 0
 
 
+def _embed_texts_of(args) -> list[str]:
+    texts = list(args.text)
+    if args.text_file:
+        from wolofmrl.cli.documents import read_utf8
+
+        path = Path(args.text_file)
+        if not path.is_file():
+            raise FileNotFoundError(f"--text-file {args.text_file!r} not found: pass a UTF-8 file, one text a line")
+        lines = [line.rstrip("\r") for line in read_utf8(path).split("\n")]
+        lines = lines[:-1] if lines and not lines[-1] else lines
+        kept = [line for line in lines if line.strip()]
+        if not kept:
+            raise ValueError(f"--text-file {args.text_file!r} holds no text: one text per line")
+        if len(kept) < len(lines):  # rows of the output no longer match line numbers: say so
+            _warn("embed", f"--text-file {args.text_file!r}: skipped {len(lines) - len(kept)} blank line(s); output "
+                           f"row i is the i-th non-blank line ({len(kept)} rows)")
+        texts += kept
+    return texts
+
+
 def cmd_embed(args) -> int:
     import numpy as np
 
     from wolofmrl.cli.store import embed_audio, embed_texts, load_model
 
-    texts = list(args.text)
-    if args.text_file:
-        texts += [line.rstrip("\n") for line in Path(args.text_file).read_text(encoding="utf-8").splitlines()
-                  if line.strip()]
+    texts = _embed_texts_of(args)
     if bool(texts) == bool(args.audio):
         raise ValueError("embed: give either --audio FILES or --text / --text-file, not both and not neither")
     suffix = Path(args.out).suffix.lower()
-    if suffix not in (".npy", ".parquet"):
-        raise ValueError(f"--out {args.out!r}: use a .npy or .parquet file name")
+    if args.audio:
+        from processing_wolofmrl import is_silent, load_audio
+
+        waves = [load_audio(a, name=f"audio file {a!r}") for a in args.audio]
+        for path, wave in zip(args.audio, waves):
+            if is_silent(wave):
+                _warn("embed", f"audio file {path!r} is silent (no sound above -60 dBFS): its embedding carries no "
+                               "speech")
     model, processor, dtype = load_model(args.model, args.device, args.dtype)
     if args.audio:
-        emb = embed_audio(model, processor, args.audio, args.dim, dtype, args.batch_size, progress=True)
+        emb = embed_audio(model, processor, waves, args.dim, dtype, args.batch_size, sampling_rate=16000,
+                          progress=True)
     else:
         emb = embed_texts(model, processor, texts, args.kind, args.dim, dtype, args.batch_size, progress=True)
     if suffix == ".npy":
@@ -185,20 +279,66 @@ def cmd_serve(args) -> int:
 COMMANDS = {"index": cmd_index, "search": cmd_search, "embed": cmd_embed, "serve": cmd_serve}
 
 
-def check_arguments(args) -> None:
-    """Checks that need no model: run before the (slow) model load so that a typo fails in well under a second.
+def _model_width(folder: str | None) -> int | None:
+    """The embedding width of a built model folder, read from its config.json (text_config.hidden_size)."""
+    config = Path(folder) / "config.json" if folder else None
+    if not config or not config.is_file():
+        return None
+    try:
+        return int(json.loads(config.read_text(encoding="utf-8"))["text_config"]["hidden_size"])
+    except (ValueError, KeyError, TypeError):
+        raise ValueError(f"--model {folder!r}: config.json is damaged (no text_config.hidden_size); rebuild the "
+                         "model folder") from None
 
-    Raises ValueError / FileNotFoundError naming the argument and the fix."""
+
+def check_arguments(args) -> None:
+    """Checks that need no model: run before the (slow) model load so that a mistake fails in about a second.
+
+    Raises ValueError / FileNotFoundError / FileExistsError naming the argument and the fix."""
+    command = args.command
+    model = getattr(args, "model", None)
+    for name in ("batch_size", "k", "shortlist", "max_words", "chunk", "max_batch"):
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} {value}: use an integer >= 1")
     dim = getattr(args, "dim", None)
     if dim is not None:
-        config = Path(args.model or "") / "config.json" if getattr(args, "model", None) else None
-        width = json.loads(config.read_text()).get("embedding_dim") if config and config.is_file() else None
+        width = _model_width(model)
         if dim < 1 or (width and dim > width):
             raise ValueError(f"--dim {dim}: use a width in 1..{width or 'the model width'}"
-                             + (" or leave out --dim for the full width" if args.command == "embed" else ""))
+                             + (" or leave out --dim for the full width" if command == "embed" else ""))
+    for i, text in enumerate(getattr(args, "text", None) or []):
+        if not text.strip():
+            raise ValueError(f"--text #{i + 1} is empty: give a question with words (an empty query would still get "
+                             "a ranking, meaningless)")
     for path in list(getattr(args, "audio", None) or []) + list(getattr(args, "queries", None) or []):
         if not Path(path).is_file():
             raise FileNotFoundError(f"audio file {path!r} not found: pass an existing audio file")
+    if command == "index":
+        from wolofmrl.cli.folder import check_out
+
+        if not Path(args.docs).exists():
+            raise FileNotFoundError(f"DOCS {args.docs!r} does not exist: pass a folder or a .txt/.md/.jsonl/.csv file")
+        check_out(args.out, args.docs, args.add)
+    if command == "search":
+        if not args.queries and not args.text:
+            raise ValueError("search: give audio files (QUERY.wav ...) or --text 'a written query'")
+        if not (Path(args.index) / "manifest.json").is_file():
+            raise FileNotFoundError(f"INDEX {args.index!r} is not an index (no manifest.json): create it with "
+                                    f"`wolofmrl index DOCS --out {args.index}`")
+    if command == "embed":
+        out = Path(args.out)
+        if out.suffix.lower() not in (".npy", ".parquet") or out.is_dir():
+            raise ValueError(f"--out {args.out!r}: use a .npy or .parquet file name (not a folder)")
+        if not out.parent.is_dir():
+            raise FileNotFoundError(f"--out {args.out!r}: the folder {str(out.parent)!r} does not exist; create it "
+                                    "first")
+    if command == "serve" and args.index and not (Path(args.index) / "manifest.json").is_file():
+        raise FileNotFoundError(f"--index {args.index!r} is not an index (no manifest.json): create it with "
+                                f"`wolofmrl index DOCS --out {args.index}`")
+    if model and not (Path(model) / "config.json").is_file():
+        raise FileNotFoundError(f"--model {model!r} is not a built model folder (no config.json): pass --model, set "
+                                f"{MODEL_ENV}, or build one there with `python -m wolofmrl.build --out {model}`")
 
 
 def main(argv: list[str] | None = None) -> int:

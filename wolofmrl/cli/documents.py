@@ -7,14 +7,17 @@
 
 Splitting: paragraphs (blank-line separated; for .md, headings and list items are paragraphs too); a paragraph
 longer than `max_words` is cut at sentence ends into pieces of at most `max_words` words (a single longer sentence
-is cut at `max_words`). .jsonl: one JSON object per line, its `text_field` (default "text") is one document;
+is cut at `max_words`); linear in the text's length however long a paragraph is. .jsonl: one JSON object per line, its `text_field` (default "text") is one document;
 .csv: one row per document, column `text_field`. Every dropped item (empty text, bad JSON line, missing field) is
-counted by reason in `DropStats`, never lost silently.
+counted by reason in `DropStats`, never lost silently. Files must be UTF-8 (a byte-order mark is allowed); any other
+encoding stops with a ValueError naming the file, the first bad byte's line and the fix (re-save as UTF-8). Folders
+holding a wolofmrl INDEX (its marker file `INDEX_MARKER`) are skipped: an index never reads its own output.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import re
@@ -26,6 +29,7 @@ from pathlib import Path
 logger = logging.getLogger("wolofmrl.cli")
 
 SUFFIXES = (".txt", ".md", ".jsonl", ".csv")
+INDEX_MARKER = ".wolofmrl-index"  # written first into every INDEX folder `wolofmrl index` creates (it owns it)
 _SENTENCE_END = re.compile(r"(?<=[.!?…])\s+(?=[«\"'(\[A-ZÀ-ÖØ-Þ0-9])")
 _MD_BLOCK = re.compile(r"\n\s*\n|\n(?=#{1,6}\s)|\n(?=\s*[-*+]\s)|\n(?=\s*\d+[.)]\s)")
 
@@ -64,7 +68,15 @@ def iter_document_files(docs: str | Path) -> list[Path]:
     if docs.is_file() and docs.suffix.lower() not in SUFFIXES:
         raise ValueError(f"DOCS {str(docs)!r}: unsupported file type {docs.suffix or '(none)'!r}; convert it to "
                          f"one of {kinds} (e.g. plain text) first")
+    if docs.is_dir() and (docs / INDEX_MARKER).is_file():
+        raise ValueError(f"DOCS {str(docs)!r} is a wolofmrl INDEX folder: pass the folder of your documents instead")
     files = [docs] if docs.is_file() else sorted(p for p in docs.rglob("*") if p.is_file())
+    indexes = {m.parent for m in files if m.name == INDEX_MARKER}
+    own = [p for p in files if indexes.intersection(p.parents)]
+    if own:  # another INDEX under DOCS: its passages.jsonl is output, not a document
+        logger.warning("skipped %d file(s) inside wolofmrl INDEX folders under %s (%s): an index is not a document",
+                       len(own), docs, ", ".join(sorted(str(i) for i in indexes)))
+        files = [p for p in files if not indexes.intersection(p.parents)]
     found = [p for p in files if p.suffix.lower() in SUFFIXES]
     skipped = Counter(p.suffix.lower() or "(none)" for p in files if p.suffix.lower() not in SUFFIXES)
     if skipped:  # never drop a user's file silently
@@ -91,12 +103,14 @@ def split_passages(text: str, max_words: int = 120, markdown: bool = False) -> l
         piece: list[str] = []
         for sentence in _SENTENCE_END.split(block):
             words = sentence.split()
-            while len(words) > max_words:  # one sentence longer than a passage: cut it
+            start = 0
+            while len(words) - start > max_words:  # one sentence longer than a passage: cut it (no copy of the rest)
                 if piece:
                     out.append(" ".join(piece))
                     piece = []
-                out.append(" ".join(words[:max_words]))
-                words = words[max_words:]
+                out.append(" ".join(words[start:start + max_words]))
+                start += max_words
+            words = words[start:]
             if len(piece) + len(words) > max_words and piece:
                 out.append(" ".join(piece))
                 piece = []
@@ -106,25 +120,39 @@ def split_passages(text: str, max_words: int = 120, markdown: bool = False) -> l
     return out
 
 
+def read_utf8(path: Path) -> str:
+    """The text of a UTF-8 file (a leading byte-order mark dropped). Raises ValueError naming the file, the line of
+    the first byte that is not UTF-8 and the fix."""
+    data = path.read_bytes()
+    data = data[3:] if data.startswith(b"\xef\xbb\xbf") else data
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise ValueError(f"{path} is not UTF-8 text (byte 0x{data[err.start]:02x} on line {line}; saved as Latin-1 / "
+                         f"Windows-1252?): re-save it as UTF-8, e.g. `iconv -f windows-1252 -t utf-8 {path} > "
+                         f"{path.stem}.utf8{path.suffix}`") from None
+
+
 def _records(path: Path, text_field: str, stats: DropStats) -> Iterator[tuple[str, str]]:
     """(text, source) per document of a .jsonl or .csv file."""
+    content = read_utf8(path)
     if path.suffix.lower() == ".jsonl":
-        with path.open(encoding="utf-8") as f:
-            for line_no, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    stats.dropped["bad JSON line"] += 1
-                    continue
-                text = row.get(text_field) if isinstance(row, dict) else None
-                if not isinstance(text, str):
-                    stats.dropped[f"no {text_field!r} string field"] += 1
-                    continue
-                yield text, f"{path}#line{line_no}"
+        for line_no, line in enumerate(content.split("\n"), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                stats.dropped["bad JSON line"] += 1
+                continue
+            text = row.get(text_field) if isinstance(row, dict) else None
+            if not isinstance(text, str):
+                stats.dropped[f"no {text_field!r} string field"] += 1
+                continue
+            yield text, f"{path}#line{line_no}"
         return
-    with path.open(encoding="utf-8", newline="") as f:
+    with io.StringIO(content, newline="") as f:
         reader = csv.DictReader(f)
         if reader.fieldnames is None or text_field not in reader.fieldnames:
             raise ValueError(f"{path} has no {text_field!r} column (columns: {reader.fieldnames}); "
@@ -135,19 +163,15 @@ def _records(path: Path, text_field: str, stats: DropStats) -> Iterator[tuple[st
 
 def read_passages(path: str | Path, stats: DropStats | None = None, max_words: int = 120,
                   text_field: str = "text") -> Iterator[Passage]:
-    """Passages of one document file, in order. Raises ValueError for an unsupported suffix or a .csv without the
-    text column; counts drops in `stats`."""
+    """Passages of one document file, in order. Raises ValueError for an unsupported suffix, a file that is not
+    UTF-8 (`read_utf8`) or a .csv without the text column; counts drops in `stats`."""
     path = Path(path)
     stats = stats if stats is not None else DropStats()
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
         raise ValueError(f"{path}: unsupported file type {suffix!r}; use {', '.join(SUFFIXES)}")
     if suffix in (".txt", ".md"):
-        try:
-            docs = [(path.read_text(encoding="utf-8"), str(path))]
-        except UnicodeDecodeError:
-            stats.dropped["not UTF-8 text file"] += 1
-            return
+        docs = [(read_utf8(path), str(path))]
     else:
         docs = _records(path, text_field, stats)
     for text, source in docs:
