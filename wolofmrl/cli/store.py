@@ -116,8 +116,13 @@ class DocumentIndex:
                                     f"`wolofmrl index DOCS --out {folder}`")
         manifest = json.loads((folder / MANIFEST).read_text())
         funnel = FunnelIndex.load(folder, mmap=mmap)
-        with (folder / PASSAGES).open(encoding="utf-8") as f:
-            passages = [json.loads(line) for line in f]
+        if manifest.get("passages_file"):  # --engine ray: passages.parquet, read lazily by row group
+            from wolofmrl.cli.ray_index import ParquetPassages
+
+            passages = ParquetPassages(folder / manifest["passages_file"])
+        else:
+            with (folder / PASSAGES).open(encoding="utf-8") as f:
+                passages = [json.loads(line) for line in f]
         if len(passages) != len(funnel) or manifest["count"] != len(funnel):
             raise ValueError(f"INDEX {folder} is inconsistent ({len(passages)} passages, {len(funnel)} vectors, "
                              f"manifest {manifest['count']}): rebuild it")
