@@ -81,7 +81,7 @@ def default_nlist(n: int) -> int:
 
 
 def build(store, n: int, d: int, m: int, nlist: int, folder: Path, ondisk: bool, shard_rows: int,
-          threads: int) -> dict:
+          threads: int, train_per_list: int = 40) -> dict:
     """Train on a sample, encode shards, merge, write the fp16 store: the `wolofmrl.sharded` recipe, timed."""
     import faiss
 
@@ -91,7 +91,8 @@ def build(store, n: int, d: int, m: int, nlist: int, folder: Path, ondisk: bool,
     times = {}
     t = time.perf_counter()
     rng = np.random.default_rng(0)
-    sample = np.asarray(store[np.sort(rng.choice(n, min(n, 64 * nlist), replace=False))], dtype=np.float32)
+    picks = np.sort(rng.choice(n, min(n, max(train_per_list * nlist, 20_000)), replace=False))
+    sample = np.asarray(store[picks], dtype=np.float32)
     trained = train_ivfpq(sample, d, nlist, m)
     faiss.write_index(trained, str(folder / "build" / "trained.faiss"))
     times["train_s"] = time.perf_counter() - t
@@ -138,7 +139,8 @@ def size_rows(store, n: int, queries, gold, n_text: int, builds, args) -> list[d
     for d, m in builds:
         nlist = args.nlist or default_nlist(n)
         folder = Path(args.out) / f"index_{n}_{d}_{m}"
-        timing = build(store, n, d, m, nlist, folder, n >= args.ondisk_from, args.shard_rows, args.threads)
+        timing = build(store, n, d, m, nlist, folder, n >= args.ondisk_from, args.shard_rows, args.threads,
+                       args.train_per_list)
         index = ShardedFunnelIndex.load(folder)
         sizes = index.nbytes()
         for nprobe in NPROBES:
@@ -189,6 +191,7 @@ def main(argv=None):
     p.add_argument("--builds-large", nargs="+", default=["128:64"], help="d:m pairs for sizes >= 5M")
     p.add_argument("--nlist", type=int, default=None, help="inverted lists (default ~4 sqrt(N), power of 2)")
     p.add_argument("--shard-rows", type=int, default=1_000_000)
+    p.add_argument("--train-per-list", type=int, default=40, help="training sample: this many vectors per list")
     p.add_argument("--ondisk-from", type=int, default=5_000_000, help="merge into on-disk lists from this N on")
     p.add_argument("--spoken", type=int, default=60)
     p.add_argument("--threads", type=int, default=2)

@@ -105,11 +105,15 @@ def test_ray_index_equals_the_single_process_index(built, tmp_path, capsys):
         sf.write(tmp_path / f"q{i}.wav", w, 16000)
         queries.append(str(tmp_path / f"q{i}.wav"))
     texts = ["marché de Dakar", "riz à Thiès", "école de Matam", "pêcheurs de Mbour"]
+    from wolofmrl.cli.store import embed_audio, embed_texts, load_model
+
+    model, processor, _ = load_model(local.manifest["model"], "cpu", "float32")
+    q = np.concatenate([embed_audio(model, processor, queries), embed_texts(model, processor, texts, "query")])
     # re-ranking every candidate: both funnels reduce to exact full-width search, ids must agree
-    exact_local = _search(root / "local", queries, texts, 2400, capsys)
-    assert _search(root / "ray", queries, texts, 2400, capsys) == exact_local
-    # the default shortlist: IVF-PQ at d = 16 finds the same top 10
-    assert _search(root / "ray", queries, texts, 500, capsys) == exact_local
+    exact = local.funnel.search(q, 10, 2400)[1]
+    assert np.array_equal(ray_ix.funnel.search(q, 10, 2400)[1], exact)
+    # `wolofmrl search` on the Ray index, default shortlist: IVF-PQ at d = 16 finds the same top 10
+    assert _search(root / "ray", queries, texts, 500, capsys) == exact.tolist()
 
 
 @pytest.mark.slow

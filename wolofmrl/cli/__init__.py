@@ -36,8 +36,8 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     ix = sub.add_parser("index", help="split French documents into passages, embed them, write a FAISS index",
-                        description="Index a folder or file of French .txt/.md/.jsonl/.csv/.parquet documents. Resumable: "
-                                    "rerun the same command after an interruption.")
+                        description="Index a folder or file of French .txt/.md/.jsonl/.csv/.parquet documents. "
+                                    "Resumable: rerun the same command after an interruption.")
     ix.add_argument("docs", help="a folder (searched recursively) or one .txt/.md/.jsonl/.csv/.parquet file")
     ix.add_argument("--out", required=True, help="INDEX folder to create (or extend with --add)")
     ix.add_argument("--add", action="store_true", help="add new files to an existing INDEX (already indexed skipped)")

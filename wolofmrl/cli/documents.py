@@ -1,4 +1,4 @@
-"""A user's French documents -> passages: read .txt / .md / .jsonl / .csv / .parquet, split into passages of bounded length.
+"""A user's French documents -> passages: read .txt / .md / .jsonl / .csv / .parquet, split into bounded passages.
 
     from wolofmrl.cli.documents import iter_document_files, read_passages
     stats = DropStats()
@@ -8,8 +8,8 @@
 Splitting: paragraphs (blank-line separated; for .md, headings and list items are paragraphs too); a paragraph
 longer than `max_words` is cut at sentence ends into pieces of at most `max_words` words (a single longer sentence
 is cut at `max_words`). .jsonl: one JSON object per line, its `text_field` (default "text") is one document;
-.csv / .parquet: one row per document, column `text_field`. Every dropped item (empty text, bad JSON line, missing field) is
-counted by reason in `DropStats`, never lost silently.
+.csv / .parquet: one row per document, column `text_field`. Every dropped item (empty text, bad JSON line, missing
+field) is counted by reason in `DropStats`, never lost silently.
 """
 
 from __future__ import annotations
