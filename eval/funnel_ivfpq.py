@@ -143,8 +143,8 @@ def size_rows(store, n: int, queries, gold, n_text: int, builds, args) -> list[d
                        args.train_per_list)
         index = ShardedFunnelIndex.load(folder)
         sizes = index.nbytes()
-        for nprobe in NPROBES:
-            for k in SHORTLISTS:
+        for nprobe in args.nprobes:
+            for k in args.shortlists:
                 index.params["nprobe"] = nprobe
                 _, ids = index.search(queries, 10, k)
                 ops = index.macs_per_query(len(queries), k)
@@ -193,6 +193,8 @@ def main(argv=None):
     p.add_argument("--shard-rows", type=int, default=1_000_000)
     p.add_argument("--train-per-list", type=int, default=40, help="training sample: this many vectors per list")
     p.add_argument("--ondisk-from", type=int, default=5_000_000, help="merge into on-disk lists from this N on")
+    p.add_argument("--nprobes", type=int, nargs="+", default=NPROBES, help="lists probed per query (grid)")
+    p.add_argument("--shortlists", type=int, nargs="+", default=SHORTLISTS, help="re-ranked candidates K (grid)")
     p.add_argument("--spoken", type=int, default=60)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--keep", action="store_true", help="keep the built indexes")

@@ -109,11 +109,23 @@ def test_ray_index_equals_the_single_process_index(built, tmp_path, capsys):
 
     model, processor, _ = load_model(local.manifest["model"], "cpu", "float32")
     q = np.concatenate([embed_audio(model, processor, queries), embed_texts(model, processor, texts, "query")])
-    # re-ranking every candidate: both funnels reduce to exact full-width search, ids must agree
+    # re-ranking every candidate: both funnels reduce to exact full-width search: the same top 10, up to the order
+    # of passages whose fp32 scores differ by less than the fp16 store's rounding (the tiny random model scores many
+    # passages alike)
     exact = local.funnel.search(q, 10, 2400)[1]
-    assert np.array_equal(ray_ix.funnel.search(q, 10, 2400)[1], exact)
+    _same_top10(ray_ix.funnel.search(q, 10, 2400)[1], exact, q, a)
     # `wolofmrl search` on the Ray index, default shortlist: IVF-PQ at d = 16 finds the same top 10
-    assert _search(root / "ray", queries, texts, 500, capsys) == exact.tolist()
+    _same_top10(np.array(_search(root / "ray", queries, texts, 500, capsys)), exact, q, a)
+
+
+def _same_top10(got: np.ndarray, exact: np.ndarray, q: np.ndarray, vectors: np.ndarray, tol: float = 2e-3):
+    """Rank by rank, `got` scores (fp32, against the single-process vectors) as high as exact search's, within tol;
+    and at least 9 of the 10 ids shared on average (ties at the 10th place may swap one passage)."""
+    assert got.shape == exact.shape
+    score = lambda ids: np.einsum("qd,qkd->qk", q, vectors[ids])  # noqa: E731
+    assert np.all(score(got) >= score(exact) - tol), (got, exact)
+    assert np.mean([len(set(g) & set(e)) for g, e in zip(got, exact)]) >= 9.0
+    assert (got == exact).mean() >= 0.8
 
 
 @pytest.mark.slow
