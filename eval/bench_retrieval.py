@@ -22,17 +22,26 @@ from wolofmrl.retrieval import build_index, prefix_normalize, rerank  # noqa: E4
 
 def synthetic_like(real: np.ndarray, n: int, seed: int) -> np.ndarray:
     """n vectors from a Gaussian fitted to `real` (mean + covariance, ridge 5 % of the mean variance): (n, D) fp32."""
+    out = np.empty((n, real.shape[1]), dtype=np.float32)
+    s = 0
+    for chunk in synthetic_chunks(real, n, seed):
+        out[s:s + len(chunk)] = chunk
+        s += len(chunk)
+    return out
+
+
+def synthetic_chunks(real: np.ndarray, n: int, seed: int, chunk: int = 200_000):
+    """`synthetic_like`'s n vectors as (<= chunk, D) fp32 pieces, in order (never all n in RAM): the same values."""
     real = real.astype(np.float64)
     mu = real.mean(0)
     cov = np.cov(real, rowvar=False)
     cov += np.eye(cov.shape[0]) * 0.05 * np.trace(cov) / cov.shape[0]
     chol = torch.from_numpy(np.linalg.cholesky(cov).T.astype(np.float32))
     gen = torch.Generator().manual_seed(seed)
-    out = np.empty((n, real.shape[1]), dtype=np.float32)
-    for s in range(0, n, 200_000):
-        z = torch.randn(min(200_000, n - s), real.shape[1], generator=gen)
-        out[s:s + len(z)] = (z @ chol).numpy() + mu.astype(np.float32)
-    return out
+    for s in range(0, n, chunk):
+        z = torch.randn(min(chunk, n - s), real.shape[1], generator=gen)
+        yield (z @ chol).numpy() + mu.astype(np.float32)
+
 
 def search_threads(n: int):
     torch.set_num_threads(n)  # the torch stand-in for faiss searches with torch's threads

@@ -285,8 +285,9 @@ class FunnelIndex:
 
     @classmethod
     def load(cls, folder: str | Path, mmap: bool = False) -> FunnelIndex:
-        """Read an index written by `save`. Raises FileNotFoundError naming the missing file, ValueError if the
-        parts disagree. `mmap=True` maps the full-width vectors instead of reading them."""
+        """Read an index written by `save` (or, for kind "ivfpq", a `wolofmrl.sharded.ShardedFunnelIndex`). Raises
+        FileNotFoundError naming the missing file, ValueError if the parts disagree. `mmap=True` maps the full-width
+        vectors instead of reading them."""
         import faiss
 
         folder = Path(folder)
@@ -294,6 +295,10 @@ class FunnelIndex:
             raise FileNotFoundError(f"{folder / META} not found: {folder} is not a funnel index "
                                     "(build one with `wolofmrl index DOCS --out INDEX`)")
         meta = json.loads((folder / META).read_text())
+        if meta["kind"] == "ivfpq":  # a sharded IVF-PQ index (`wolofmrl index --engine ray`): same search face
+            from wolofmrl.sharded import ShardedFunnelIndex
+
+            return ShardedFunnelIndex.load(folder, mmap=mmap)
         p = meta["params"]
         index = cls(meta["full_dim"], meta["coarse_dim"], meta["kind"], nlist=p.get("nlist"),
                     nprobe=p["nprobe"], hnsw_m=p["hnsw_m"], ef_search=p["ef_search"],

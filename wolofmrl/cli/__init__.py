@@ -70,11 +70,11 @@ def parser() -> argparse.ArgumentParser:
 
     ix = sub.add_parser("index", help="split French documents into passages, embed them, write a FAISS index",
                         formatter_class=_Help,
-                        description="Index a folder or file of French .txt/.md/.jsonl/.csv documents (UTF-8) into a "
+                        description="Index a folder or file of French .txt/.md/.jsonl/.csv/.parquet documents (UTF-8) into a "
                                     "new INDEX folder. Resumable: rerun the same command after an interruption (it "
                                     "says so; other arguments or inputs start over). INDEX must be new, empty, or "
                                     "an INDEX this command wrote; never DOCS or inside it.")
-    ix.add_argument("docs", help="a folder (searched recursively) or one .txt/.md/.jsonl/.csv file")
+    ix.add_argument("docs", help="a folder (searched recursively) or one .txt/.md/.jsonl/.csv/.parquet file")
     ix.add_argument("--out", required=True, help="INDEX folder to create (or extend with --add)")
     ix.add_argument("--add", action="store_true", help="add new files to an existing INDEX (already indexed skipped)")
     ix.add_argument("--dim", type=int, default=128, help="shortlist width of the funnel (Matryoshka prefix); "
@@ -84,6 +84,9 @@ def parser() -> argparse.ArgumentParser:
     ix.add_argument("--text-field", default="text", help=".jsonl key / .csv column holding the text")
     ix.add_argument("--chunk", type=int, default=2048, help="passages per resumable chunk")
     _common(ix)
+    from wolofmrl.cli.ray_index import add_arguments as add_ray_arguments
+
+    add_ray_arguments(ix)  # --engine {local,ray}, --address and the Ray engine's knobs
 
     se = sub.add_parser("search", help="search an INDEX with spoken (audio files) or written queries",
                         formatter_class=_Help,
@@ -152,6 +155,12 @@ def _warn(command: str, message: str):
 
 def cmd_index(args) -> int:
     from wolofmrl.cli.store import index_documents
+
+    if args.engine == "ray":
+        from wolofmrl.cli.ray_index import index_from_args
+
+        index_from_args(args)
+        return 0
 
     index_documents(args.docs, args.out, args.model, add=args.add, coarse_dim=args.dim, kind=args.kind,
                     max_words=args.max_words, text_field=args.text_field, chunk=args.chunk,

@@ -1,4 +1,4 @@
-"""A user's French documents -> passages: read .txt / .md / .jsonl / .csv, split into passages of bounded length.
+"""A user's French documents -> passages: read .txt / .md / .jsonl / .csv / .parquet, split into bounded passages.
 
     from wolofmrl.cli.documents import iter_document_files, read_passages
     stats = DropStats()
@@ -8,7 +8,7 @@
 Splitting: paragraphs (blank-line separated; for .md, headings and list items are paragraphs too); a paragraph
 longer than `max_words` is cut at sentence ends into pieces of at most `max_words` words (a single longer sentence
 is cut at `max_words`); linear in the text's length however long a paragraph is. .jsonl: one JSON object per line, its `text_field` (default "text") is one document;
-.csv: one row per document, column `text_field`. Every dropped item (empty text, bad JSON line, missing field) is
+.csv / .parquet: one row per document, column `text_field`. Every dropped item (empty text, bad JSON line, missing field) is
 counted by reason in `DropStats`, never lost silently. Files must be UTF-8 (a byte-order mark is allowed); any other
 encoding stops with a ValueError naming the file, the first bad byte's line and the fix (re-save as UTF-8). Folders
 holding a wolofmrl INDEX (its marker file `INDEX_MARKER`) are skipped: an index never reads its own output.
@@ -28,7 +28,7 @@ from pathlib import Path
 
 logger = logging.getLogger("wolofmrl.cli")
 
-SUFFIXES = (".txt", ".md", ".jsonl", ".csv")
+SUFFIXES = (".txt", ".md", ".jsonl", ".csv", ".parquet")
 INDEX_MARKER = ".wolofmrl-index"  # written first into every INDEX folder `wolofmrl index` creates (it owns it)
 _SENTENCE_END = re.compile(r"(?<=[.!?…])\s+(?=[«\"'(\[A-ZÀ-ÖØ-Þ0-9])")
 _MD_BLOCK = re.compile(r"\n\s*\n|\n(?=#{1,6}\s)|\n(?=\s*[-*+]\s)|\n(?=\s*\d+[.)]\s)")
@@ -59,7 +59,7 @@ class DropStats:
 def iter_document_files(docs: str | Path) -> list[Path]:
     """The document files under `docs` (a folder, searched recursively, or one file), sorted.
 
-    Raises FileNotFoundError if `docs` does not exist, ValueError if it holds no .txt/.md/.jsonl/.csv file.
+    Raises FileNotFoundError if `docs` does not exist, ValueError if it holds no .txt/.md/.jsonl/.csv/.parquet file.
     """
     docs = Path(docs)
     if not docs.exists():
@@ -135,7 +135,23 @@ def read_utf8(path: Path) -> str:
 
 
 def _records(path: Path, text_field: str, stats: DropStats) -> Iterator[tuple[str, str]]:
-    """(text, source) per document of a .jsonl or .csv file."""
+    """(text, source) per document of a .jsonl, .csv or .parquet file."""
+    if path.suffix.lower() == ".parquet":
+        import pyarrow.parquet as pq
+
+        file = pq.ParquetFile(path)
+        if text_field not in file.schema_arrow.names:
+            raise ValueError(f"{path} has no {text_field!r} column (columns: {file.schema_arrow.names}); "
+                             "pass --text-field COLUMN")
+        row_no = 0
+        for batch in file.iter_batches(columns=[text_field], batch_size=4096):
+            for text in batch.column(0).to_pylist():
+                row_no += 1
+                if not isinstance(text, str):
+                    stats.dropped[f"no {text_field!r} string field"] += 1
+                    continue
+                yield text, f"{path}#row{row_no}"
+        return
     content = read_utf8(path)
     if path.suffix.lower() == ".jsonl":
         for line_no, line in enumerate(content.split("\n"), 1):

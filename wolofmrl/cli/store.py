@@ -131,6 +131,16 @@ class DocumentIndex:
             funnel = FunnelIndex.load(folder, mmap=mmap)
         except (ValueError, RuntimeError, KeyError, OSError) as err:  # faiss / numpy could not read a part
             raise fs.damaged(folder, "coarse.faiss, full.npy or funnel.json", str(err).splitlines()[0]) from None
+        if manifest.get("passages_file"):  # --engine ray: passages.parquet, read lazily by row group
+            from wolofmrl.cli.ray_index import ParquetPassages
+
+            passages = ParquetPassages(folder / manifest["passages_file"])
+            if len(passages) != len(funnel) or manifest["count"] != len(funnel):
+                raise fs.damaged(folder, manifest["passages_file"], f"{len(passages)} passages, {len(funnel)} "
+                                 f"vectors, manifest {manifest['count']}")
+            index = cls(folder, manifest, funnel, passages)
+            index._checked_all = True  # fp16 re-rank store: sizes + hashes above (full hash with verify)
+            return index
         fs.check_vectors(folder, funnel.vectors, manifest)
         index = cls(folder, manifest, funnel, fs.read_passages_file(folder, manifest))
         index._checked_all = funnel.vectors.nbytes <= fs.NORM_CHECK_BYTES
