@@ -22,7 +22,7 @@ EVAL_DIR = Path(__file__).resolve().parent
 if str(EVAL_DIR) not in sys.path:
     sys.path.insert(0, str(EVAL_DIR))
 
-from metrics import hit_miss_stats  # noqa: E402
+from wolofmrl.metrics import hit_miss_stats  # noqa: E402
 
 
 def scores_of(embedder, rset, dim: int) -> tuple[np.ndarray, list[dict]]:

@@ -254,7 +254,7 @@ def baselines(root: str | Path, subset: str, condition: str, split: str = "test"
     """Chance and the length-only floor of (split, subset, condition): {"chance": {...}, "floor": {...}, "fit":
     (offset, slope)}. The floor's offset / slope are fitted on the dev split (relevant passage length in characters
     against clip duration) and applied to `split`."""
-    from metrics import chance_scores, fit_length_floor, length_floor_scores, score_matrix_metrics
+    from wolofmrl.metrics import chance_scores, fit_length_floor, length_floor_scores, score_matrix_metrics
 
     def load(s):
         folder = Path(root) / s / subset

@@ -1,5 +1,5 @@
 """The unseen-source benchmark (eval/unseen.py, eval/manpages.py, eval/unseen_tasks.py), its baselines (chance,
-the length-only floor) in eval/metrics.py, run.py's headline tables and the hit / miss histograms.
+the length-only floor) in wolofmrl/metrics.py, run.py's headline tables and the hit / miss histograms.
 
 Data: tests/fixtures/unseen/speech_texts.jsonl (a few rows in the texts file's shape, with `group` and the
 unseen_dev / unseen_test splits), voiced by espeak-ng's held-out voices (real synthesis, synthetic speech). Model:
@@ -47,7 +47,7 @@ def test_unseen_rule_items_and_leaks():
 
 
 def test_length_floor_exact_and_chance():
-    from metrics import (chance_scores, fit_length_floor, length_floor_scores, mean_recall_at_k,
+    from wolofmrl.metrics import (chance_scores, fit_length_floor, length_floor_scores, mean_recall_at_k,
                          score_matrix_metrics, top_k)
 
     rng = np.random.default_rng(0)
@@ -74,7 +74,7 @@ def test_length_floor_exact_and_chance():
 
 
 def test_hit_miss_stats():
-    from metrics import hit_miss_stats
+    from wolofmrl.metrics import hit_miss_stats
 
     scores = np.array([[0.9, 0.2, 0.1], [0.5, 0.45, 0.4], [0.8, 0.3, 0.2], [0.6, 0.55, 0.1]])
     st = hit_miss_stats(scores, [{0: 1}, {2: 1}, {0: 1}, {1: 1}])  # hits: queries 0 and 2, the wide margins
