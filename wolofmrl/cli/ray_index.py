@@ -343,12 +343,12 @@ DEFAULT_PROBED_FRACTION = 4
 
 def _check_out(out: Path, docs) -> None:
     """The local engine's rules (`wolofmrl.cli.folder.check_out`: never a file, DOCS, inside DOCS or a foreign
-    folder; a folder this command owns resumes), then claim it with the INDEX marker."""
+    folder; a folder this command owns resumes). Writes nothing: `fs.claim` marks the folder once every argument
+    has been checked."""
     from wolofmrl.cli import folder as fs
 
     if fs.check_out(out, docs, add=False) == "index":  # unreachable without add; kept explicit
         raise FileExistsError(f"--out {out} is already an index: --engine ray builds a new index; pass another --out")
-    fs.claim(out)
 
 
 def index_checksums(out: Path) -> dict[str, dict]:
@@ -390,6 +390,9 @@ def index_with_ray(docs, out, model_path, coarse_dim: int = 128, max_words: int 
     settings = {"model": model_path, "model_files": model_fingerprint(model_path), "max_words": max_words,
                 "text_field": text_field, "dtype": dtype}
     plan = plan_shards(files, shard_mb, settings)
+    from wolofmrl.cli import folder as fs
+
+    fs.claim(out)  # arguments and inputs checked: the folder becomes an INDEX folder before anything else is written
     folder = out / SHARDS
     folder.mkdir(parents=True, exist_ok=True)
     ray = _connect(address)
