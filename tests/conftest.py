@@ -26,3 +26,14 @@ def tiny_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny") / "model"
     save(*tiny_model(), folder)
     return folder
+
+
+@pytest.fixture(autouse=True)
+def no_default_model(monkeypatch, tmp_path_factory):
+    """Every test sees what CI sees: no built checkpoints/wolofmrl-base and no $WOLOFMRL_MODEL, so a command that
+    silently falls back on the developer's own default model fails here too (a test passed locally and failed in CI
+    that way: `index --add` resolved --model before reading the INDEX's model)."""
+    import wolofmrl.cli
+
+    monkeypatch.delenv("WOLOFMRL_MODEL", raising=False)
+    monkeypatch.setattr(wolofmrl.cli, "SOURCE_MODEL", tmp_path_factory.getbasetemp() / "no-source-model")

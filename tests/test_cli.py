@@ -84,6 +84,9 @@ def test_add_is_incremental_and_refuses_to_overwrite(tiny_dir, docs, tmp_path, c
     assert main(["index", str(docs / "a.txt"), "--out", str(out), "--model", str(tiny_dir), "--dim", "8"]) == 0
     assert main(["index", str(docs), "--out", str(out)]) == 2
     assert "--add" in capsys.readouterr().err
+    assert main(["index", str(docs), "--out", str(out), "--add", "--dim", "16"]) == 2  # the INDEX keeps its width
+    assert "built with --dim 8" in capsys.readouterr().err
+    # without --model and --dim: the INDEX's own model and width (no default model is built here, as in CI)
     assert main(["index", str(docs), "--out", str(out), "--add"]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["count"] == 5 and manifest["dropped"]["file already indexed"] == 1

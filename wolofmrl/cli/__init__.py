@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 MODEL_ENV = "WOLOFMRL_MODEL"
+INDEX_DIM = 128  # `index --dim` of a new INDEX
 SOURCE_MODEL = Path(__file__).resolve().parent.parent.parent / "checkpoints" / "wolofmrl-base"
 
 
@@ -54,9 +55,9 @@ def _version() -> str:
 
 def _common(p: argparse.ArgumentParser, model: bool = True):
     if model:
-        p.add_argument("--model", default=default_model(),
-                       help=f"built model folder (${MODEL_ENV}, else this tree's checkpoints/wolofmrl-base, else "
-                            f"{user_model_dir()})")
+        p.add_argument("--model", default=None,
+                       help=f"built model folder (None: ${MODEL_ENV}, else this tree's checkpoints/wolofmrl-base, "
+                            f"else {user_model_dir()}; `index --add`: the model that built the INDEX)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (None: CUDA if available, else CPU)")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                    help="compute dtype (auto: bfloat16 on CUDA, float32 on CPU)")
@@ -77,8 +78,9 @@ def parser() -> argparse.ArgumentParser:
     ix.add_argument("docs", help="a folder (searched recursively) or one .txt/.md/.jsonl/.csv/.parquet file")
     ix.add_argument("--out", required=True, help="INDEX folder to create (or extend with --add)")
     ix.add_argument("--add", action="store_true", help="add new files to an existing INDEX (already indexed skipped)")
-    ix.add_argument("--dim", type=int, default=128, help="shortlist width of the funnel (Matryoshka prefix); "
-                                                         "passages are always stored at full width")
+    ix.add_argument("--dim", type=int, default=None,
+                    help=f"shortlist width of the funnel (Matryoshka prefix; None: {INDEX_DIM}, with --add the "
+                         "INDEX's own); passages are always stored at full width")
     ix.add_argument("--kind", default="flat", choices=["flat", "ivf", "hnsw"], help="shortlist index")
     ix.add_argument("--max-words", type=int, default=120, help="longest passage, in words")
     ix.add_argument("--text-field", default="text", help=".jsonl key / .csv column holding the text")
@@ -300,11 +302,42 @@ def _model_width(folder: str | None) -> int | None:
                          "model folder") from None
 
 
+def _index_manifest(out: str) -> dict:
+    """INDEX/manifest.json as a dict ({} when there is none or it is unreadable: `index` then reports the folder's
+    state itself, with the fix)."""
+    try:
+        manifest = json.loads((Path(out) / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return manifest if isinstance(manifest, dict) else {}
+
+
+def _resolve_defaults(args) -> None:
+    """Fill the arguments whose default depends on the situation: --model (the INDEX's model with `index --add`,
+    else `default_model()`) and `index --dim` (the INDEX's own with --add, else INDEX_DIM). `index --add --dim N`
+    with another N than the INDEX's raises ValueError (the INDEX keeps its shortlist width)."""
+    command = args.command
+    if command not in ("index", "embed", "serve"):
+        return
+    manifest = _index_manifest(args.out) if command == "index" and args.add else {}
+    if args.model is None:
+        args.model = manifest.get("model") if isinstance(manifest.get("model"), str) else None
+        args.model = args.model or default_model()
+    if command == "index":
+        built = manifest.get("coarse_dim")
+        if args.dim is not None and isinstance(built, int) and args.dim != built:
+            raise ValueError(f"--dim {args.dim}: INDEX {args.out!r} was built with --dim {built} and --add keeps "
+                             "it; leave out --dim (or index into a new folder for another width)")
+        if args.dim is None:
+            args.dim = built if isinstance(built, int) else INDEX_DIM
+
+
 def check_arguments(args) -> None:
     """Checks that need no model: run before the (slow) model load so that a mistake fails in about a second.
 
     Raises ValueError / FileNotFoundError / FileExistsError naming the argument and the fix."""
     command = args.command
+    _resolve_defaults(args)
     model = getattr(args, "model", None)
     for name in ("batch_size", "k", "shortlist", "max_words", "chunk", "max_batch"):
         value = getattr(args, name, None)
