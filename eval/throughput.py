@@ -7,9 +7,9 @@ forward-only ceiling of the same run, with MFU; optionally index build time and 
 
 End to end = `wolofmrl.inference.encode_text(model, processor, list_of_str)` / `encode_speech(model, processor,
 list_of_float32_arrays)` from Python objects, with the library's defaults (`batch_size=None`: sized for the
-device) and with the batch sizes the CLI passes today; no environment variable is set. Forward only = the same
-model on inputs already tokenised / log-mel already computed and on the device (padded length buckets, packed
-sequences with each attention backend there is), nothing else timed. Ratio = end to end / best forward only.
+device; the CLI's and server's default too) and with the fixed batch sizes the CLI passed before; no environment
+variable is set. Forward only = the same model on inputs already tokenised / log-mel already computed and on
+the device (padded length buckets, packed sequences with each attention backend there is), nothing else timed. Ratio = end to end / best forward only.
 
 Inputs: passages of ~`--tokens` tokens joined from the real French sentences of train/data/speech_texts.jsonl.gz
 (`fr_text`, 2048 distinct passages cycled), and SYNTHETIC clips (chirps + noise, not speech) of --clip-seconds
@@ -169,7 +169,7 @@ def run_text(model, processor, args, device, rows):
                                  mean_tokens))
         except Exception as err:  # a kernel this device lacks: say so, keep going
             print(f"text forward only {name}: FAILED {type(err).__name__}: {err}", flush=True)
-    for config, bsize in (("defaults (batch_size=None)", None), ("batch_size=64 (the CLI's today)", 64)):
+    for config, bsize in (("defaults (batch_size=None)", None), ("batch_size=64 (the CLI's until 2026-12-03)", 64)):
         sec = timed(lambda b=bsize: encode_text(model, processor, texts, batch_size=b, progress=False), device,
                     args.min_seconds)
         row(rows, args, "text", "end to end: list[str] -> embeddings", config, len(texts), sec, flops, mean_tokens,
@@ -197,7 +197,7 @@ def run_speech(model, processor, args, device, rows):
     best = row(rows, args, "speech", "forward only: log-mel on the device", f"{budget or batch} s/clips a batch",
                len(waves), sec, flops, mean_seconds)
     del ready
-    for config, bsize in (("defaults (batch_size=None)", None), ("batch_size=16 (the CLI's today)", 16)):
+    for config, bsize in (("defaults (batch_size=None)", None), ("batch_size=16 (the CLI's until 2026-12-03)", 16)):
         sec = timed(lambda b=bsize: encode_speech(model, processor, waves, batch_size=b, progress=False), device,
                     args.min_seconds)
         row(rows, args, "speech", "end to end: float32 arrays -> embeddings", config, len(waves), sec, flops,

@@ -61,7 +61,10 @@ def _common(p: argparse.ArgumentParser, model: bool = True):
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (None: CUDA if available, else CPU)")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                    help="compute dtype (auto: bfloat16 on CUDA, float32 on CPU)")
-    p.add_argument("--batch-size", type=int, default=64, help="items per forward pass")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="items per forward pass (None: sized for the device, as `wolofmrl.inference` does with "
+                        "batch_size=None: 64 texts / 16 clips on CPU; on CUDA up to 4096 texts of 65,536 tokens, "
+                        "1024 clips of 4096 s)")
 
 
 def parser() -> argparse.ArgumentParser:

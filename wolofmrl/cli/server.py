@@ -132,7 +132,7 @@ class Engine:
     processor's tokenizer holds `lock` (one at a time; requests queue). Its methods run in worker threads."""
 
     def __init__(self, model, processor, names=("wolofmrl",), index=None, limits: Limits | None = None,
-                 autocast=None, batch_size: int = 32):
+                 autocast=None, batch_size: int | None = None):
         self.model, self.processor, self.autocast, self.batch_size = model, processor, autocast, batch_size
         self.names = tuple(dict.fromkeys(names))
         self.name = self.names[0]
@@ -143,7 +143,7 @@ class Engine:
 
     @classmethod
     def load(cls, model_path, index=None, device=None, dtype="auto", limits: Limits | None = None,
-             batch_size: int = 32, served_model_names=None) -> Engine:
+             batch_size: int | None = None, served_model_names=None) -> Engine:
         """Load a built model folder (and an INDEX folder). Raises what loading raises (bad folder or index)."""
         from wolofmrl.cli.store import DocumentIndex, load_model
 
@@ -458,7 +458,7 @@ def _add_search_routes(app, engine: Engine) -> None:
 
 
 def create_app(model_path=None, index=None, device=None, dtype="auto", limits: Limits | None = None,
-               batch_size: int = 32, engine: Engine | None = None, served_model_names=None):
+               batch_size: int | None = None, engine: Engine | None = None, served_model_names=None):
     """The ASGI app: FastAPI behind the body-size limit (load the model, or reuse `engine`). The FastAPI app is
     `.app`, the engine `.app.state.engine`. Raises what loading raises (bad folder or index)."""
     from fastapi import FastAPI
@@ -474,7 +474,7 @@ def create_app(model_path=None, index=None, device=None, dtype="auto", limits: L
 
 
 def serve(model_path, index=None, host: str = "127.0.0.1", port: int = 8000, device=None, dtype="auto",
-          limits: Limits | None = None, batch_size: int = 32, served_model_names=None):
+          limits: Limits | None = None, batch_size: int | None = None, served_model_names=None):
     """Load the model (and index) and run the server with uvicorn until interrupted."""
     import uvicorn
 

@@ -35,7 +35,7 @@ from modeling_wolofmrl import normalize_dim, pool_windows  # noqa: E402
 from processing_wolofmrl import audio_windows  # noqa: E402
 from wolofmrl.cli import folder as fs  # noqa: E402
 from wolofmrl.cli.documents import DropStats, iter_document_files, read_passages  # noqa: E402
-from wolofmrl.inference import encode_speech, encode_text, prepare_model  # noqa: E402
+from wolofmrl.inference import auto_batches, encode_speech, encode_text, prepare_model  # noqa: E402
 from wolofmrl.retrieval import FunnelIndex  # noqa: E402
 
 MANIFEST, PASSAGES = fs.MANIFEST, fs.PASSAGES
@@ -73,13 +73,14 @@ def load_model(path: str | Path, device: str | None = None, dtype: str = "auto")
 
 
 def embed_texts(model, processor, texts: list[str], kind: str, dim: int | None = None, dtype=None,
-                batch_size: int = 64, progress: bool = False) -> np.ndarray:
-    """(N, dim or hidden) float32 L2-normalised embeddings of texts with the `kind` ("query"/"passage") prefix."""
+                batch_size: int | None = None, progress: bool = False) -> np.ndarray:
+    """(N, dim or hidden) float32 L2-normalised embeddings of texts with the `kind` ("query"/"passage") prefix.
+    `batch_size=None`: sized for the device (`wolofmrl.inference.auto_batches`)."""
     return encode_text(model, processor, texts, batch_size=batch_size, dim=dim, dtype=dtype, text_kind=kind,
                        progress=progress).numpy()
 
 
-def embed_audio(model, processor, clips: list, dim: int | None = None, dtype=None, batch_size: int = 16,
+def embed_audio(model, processor, clips: list, dim: int | None = None, dtype=None, batch_size: int | None = None,
                 sampling_rate: int | None = None, progress: bool = False) -> np.ndarray:
     """(N, dim or hidden) float32 L2-normalised embeddings of audio clips of any length.
 
@@ -216,6 +217,7 @@ def _embed_chunks(model, processor, passages, stage: Path, chunk: int, autocast,
     from tqdm.auto import tqdm
 
     hidden = int(model.config.embedding_dim)
+    device = next(model.parameters()).device
     starts = range(0, len(passages), chunk)
     done = {}
     for n, s in enumerate(starts):
@@ -240,7 +242,8 @@ def _embed_chunks(model, processor, passages, stage: Path, chunk: int, autocast,
                 continue
             emb = np.zeros((len(texts), hidden), np.float32)
             order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))  # similar lengths batch together
-            step = max(batch_size, len(texts)) if not progress else batch_size
+            # with a progress bar: one call per batch the device takes (a bar that moves on CPU too), else per chunk
+            step = (batch_size or auto_batches(device, "text")[0]) if progress else len(texts)
             for b in range(0, len(order), step):
                 idx = order[b:b + step]
                 emb[idx] = embed_texts(model, processor, [texts[i] for i in idx], "passage", None, autocast,
@@ -254,7 +257,7 @@ def _embed_chunks(model, processor, passages, stage: Path, chunk: int, autocast,
 
 def index_documents(docs: str | Path, out: str | Path, model_path: str | Path | None = None, add: bool = False,
                     coarse_dim: int = 128, kind: str = "flat", max_words: int = 120, text_field: str = "text",
-                    chunk: int = 2048, batch_size: int = 64, device: str | None = None, dtype: str = "auto",
+                    chunk: int = 2048, batch_size: int | None = None, device: str | None = None, dtype: str = "auto",
                     progress: bool = True, log=print) -> dict:
     """Create (or with `add`, extend) the INDEX folder `out` from the documents under `docs`. Resumable: embeddings
     are kept per chunk of `chunk` passages in a staging folder until the index is written; a rerun resumes only
@@ -265,8 +268,10 @@ def index_documents(docs: str | Path, out: str | Path, model_path: str | Path | 
     FileNotFoundError / ValueError for bad DOCS or model, ValueError for a `coarse_dim` outside 1..hidden.
     """
     out, docs = Path(out), Path(docs)
-    if not isinstance(chunk, int) or chunk < 1 or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"--chunk {chunk} / --batch-size {batch_size}: both must be integers >= 1")
+    if not isinstance(chunk, int) or chunk < 1 or not (batch_size is None or isinstance(batch_size, int) and
+                                                        batch_size >= 1):
+        raise ValueError(f"--chunk {chunk} / --batch-size {batch_size}: both must be integers >= 1 (--batch-size "
+                         "may be left out: sized for the device)")
     state = fs.check_out(out, docs, add)
     manifest = DocumentIndex.open(out).manifest if state == "index" else None  # extend only an intact index
     model_path = str(Path(manifest["model"] if manifest else model_path).resolve())
