@@ -59,7 +59,6 @@ def test_out_that_is_not_an_owned_folder_is_refused_before_anything_is_written(t
     (user / "passages.jsonl").write_text(mine, encoding="utf-8")
     cases = [(docs / "a.txt", "is an existing file"),            # --out a file
              (user, "not a wolofmrl INDEX"),                    # a user's own folder
-             (docs, "is inside DOCS"),                          # --out DOCS
              (docs / "sub" / "idx", "is inside DOCS")]          # a folder inside DOCS
     for out, message in cases:
         assert main(["index", str(docs), "--out", str(out)]) == 2
@@ -70,6 +69,32 @@ def test_out_that_is_not_an_owned_folder_is_refused_before_anything_is_written(t
     assert (user / "passages.jsonl").read_text(encoding="utf-8") == mine
     assert (docs / "a.txt").read_text(encoding="utf-8") == "\n\n".join(FRENCH)
     assert sorted(p.name for p in docs.iterdir()) == ["a.txt"]
+
+
+def test_an_index_may_share_its_docs_folder_without_overwriting_or_rereading(tiny_dir, tmp_path, capsys):
+    docs = _docs(tmp_path / "docs", n=2)
+    assert main(["index", str(docs), "--out", str(docs), "--model", str(tiny_dir), "--dim", "8"]) == 0
+    assert (docs / "a.txt").read_text(encoding="utf-8") == "\n\n".join(FRENCH[:2])
+    assert len((docs / "passages.jsonl").read_text(encoding="utf-8").splitlines()) == 2
+    assert iter_document_files(docs) == [docs / "a.txt"]  # the index's own files are output, never documents
+    capsys.readouterr()
+    assert main(["index", str(docs), "--out", str(docs), "--add"]) == 0
+    assert "nothing to add" in capsys.readouterr().out
+    (docs / "b.txt").write_text(FRENCH[2], encoding="utf-8")
+    assert main(["index", str(docs), "--out", str(docs), "--add"]) == 0
+    rows = [json.loads(line) for line in (docs / "passages.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [r["text"] for r in rows] == FRENCH[:3]  # each passage once
+    # a DOCS folder holding a file of the index's name is refused, the file untouched
+    user = tmp_path / "corpus"
+    user.mkdir()
+    mine = json.dumps({"text": FRENCH[0], "author": "Awa"}) + "\n"
+    (user / "passages.jsonl").write_text(mine, encoding="utf-8")
+    capsys.readouterr()
+    assert main(["index", str(user), "--out", str(user), "--model", str(tiny_dir), "--dim", "8"]) == 2
+    err = capsys.readouterr().err
+    assert "--out" in err and "already holds passages.jsonl" in err and len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in user.iterdir()) == ["passages.jsonl"]
+    assert (user / "passages.jsonl").read_text(encoding="utf-8") == mine
 
 
 def test_an_index_is_never_read_as_documents(built, tmp_path, caplog):

@@ -159,7 +159,7 @@ def test_ray_engine_argument_mistakes(tiny_dir, docs, tmp_path, capsys):
     cases = [(["--out", str(tmp_path / "a"), "--kind", "hnsw"], "--kind hnsw is for --engine local"),
              (["--out", str(tmp_path / "b"), "--add"], "--add is not supported with --engine ray"),
              (["--out", str(tmp_path / "c"), "--pq-m", "5"], "--pq-m 5 must divide --dim 16"),
-             (["--out", str(docs)], "is inside DOCS")]
+             (["--out", str(docs)], "is DOCS: --engine ray")]
     for extra, message in cases:
         assert main(base + extra) == 2
         assert message in capsys.readouterr().err

@@ -76,8 +76,9 @@ def parser() -> argparse.ArgumentParser:
                         formatter_class=_Help,
                         description="Index a folder or file of French .txt/.md/.jsonl/.csv/.parquet documents (UTF-8) into a "
                                     "new INDEX folder. Resumable: rerun the same command after an interruption (it "
-                                    "says so; other arguments or inputs start over). INDEX must be new, empty, or "
-                                    "an INDEX this command wrote; never DOCS or inside it.")
+                                    "says so; other arguments or inputs start over). INDEX must be new, empty, "
+                                    "an INDEX this command wrote, or the DOCS folder itself when it holds no file "
+                                    "of the index's names (nothing is ever overwritten); never inside DOCS.")
     ix.add_argument("docs", help="a folder (searched recursively) or one .txt/.md/.jsonl/.csv/.parquet file")
     ix.add_argument("--out", required=True, help="INDEX folder to create (or extend with --add)")
     ix.add_argument("--add", action="store_true", help="add new files to an existing INDEX (already indexed skipped)")
@@ -364,7 +365,12 @@ def check_arguments(args) -> None:
 
         if not Path(args.docs).exists():
             raise FileNotFoundError(f"DOCS {args.docs!r} does not exist: pass a folder or a .txt/.md/.jsonl/.csv file")
-        check_out(args.out, args.docs, args.add)
+        if args.engine == "ray":
+            from wolofmrl.cli.ray_index import _check_out as check_ray_out
+
+            check_ray_out(Path(args.out), args.docs)
+        else:
+            check_out(args.out, args.docs, args.add)
     if command == "search":
         if not args.queries and not args.text:
             raise ValueError("search: give audio files (QUERY.wav ...) or --text 'a written query'")

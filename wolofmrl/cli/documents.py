@@ -56,10 +56,22 @@ class DropStats:
         return f"{self.kept} passages kept" + (f"; dropped: {parts}" if parts else "")
 
 
+def _index_output(path: Path, folder: Path) -> bool:
+    """Whether `path` is a file that `wolofmrl index` wrote into the INDEX `folder` (`folder.OWN_NAMES` at its top,
+    or anything in its `.staging-*` folders)."""
+    from wolofmrl.cli.folder import OWN_NAMES
+
+    rel = path.relative_to(folder).parts
+    return (len(rel) == 1 and rel[0] in OWN_NAMES) or rel[0].startswith(".staging-")
+
+
 def iter_document_files(docs: str | Path) -> list[Path]:
     """The document files under `docs` (a folder, searched recursively, or one file), sorted.
 
-    Raises FileNotFoundError if `docs` does not exist, ValueError if it holds no .txt/.md/.jsonl/.csv/.parquet file.
+    Files of a wolofmrl INDEX are never documents: an INDEX folder under `docs` is skipped whole (with a warning),
+    and when `docs` itself is an INDEX's folder (`wolofmrl index notes --out notes`) the files that index wrote are
+    left out. Raises FileNotFoundError if `docs` does not exist, ValueError if it holds no
+    .txt/.md/.jsonl/.csv/.parquet file (or only an INDEX's own files).
     """
     docs = Path(docs)
     if not docs.exists():
@@ -68,9 +80,12 @@ def iter_document_files(docs: str | Path) -> list[Path]:
     if docs.is_file() and docs.suffix.lower() not in SUFFIXES:
         raise ValueError(f"DOCS {str(docs)!r}: unsupported file type {docs.suffix or '(none)'!r}; convert it to "
                          f"one of {kinds} (e.g. plain text) first")
-    if docs.is_dir() and (docs / INDEX_MARKER).is_file():
-        raise ValueError(f"DOCS {str(docs)!r} is a wolofmrl INDEX folder: pass the folder of your documents instead")
     files = [docs] if docs.is_file() else sorted(p for p in docs.rglob("*") if p.is_file())
+    if docs.is_dir() and (docs / INDEX_MARKER).is_file():  # an INDEX sharing DOCS' folder: its own files are output
+        files = [p for p in files if not _index_output(p, docs)]
+        if not any(p.suffix.lower() in SUFFIXES for p in files):
+            raise ValueError(f"DOCS {str(docs)!r} is a wolofmrl INDEX folder with no documents besides the index's "
+                             "own files: pass the folder of your documents instead")
     indexes = {m.parent for m in files if m.name == INDEX_MARKER}
     own = [p for p in files if indexes.intersection(p.parents)]
     if own:  # another INDEX under DOCS: its passages.jsonl is output, not a document

@@ -2,8 +2,11 @@
 
 Ownership: `wolofmrl index` writes only into a folder it created or found empty, and marks it first with
 `INDEX_MARKER` (`.wolofmrl-index`). Anything else given as --out is refused before any work (`check_out`): an existing
-file, a non-empty folder without the marker (a user's own files, e.g. their passages.jsonl), the DOCS folder itself, a
-folder inside DOCS (the index would read its own output) or a folder holding DOCS.
+file, a non-empty folder without the marker (a user's own files, e.g. their passages.jsonl), a folder inside DOCS or
+a folder holding DOCS. One exception: --out may be the DOCS folder itself (`wolofmrl index notes --out notes`) when
+none of the names the index writes (`OWN_NAMES`) is taken there; the folder is then marked, and
+`documents.iter_document_files` never reads those names back as documents (nothing of the user's is overwritten, no
+passage is read twice).
 
 Integrity: when an index is written, the manifest records every data file's size and SHA-256 (`checksums`). Opening
 an index (`check_files`) compares sizes, re-hashes the small files (funnel.json; passages.jsonl is hashed as it is
@@ -23,6 +26,7 @@ from wolofmrl.cli.documents import INDEX_MARKER
 MANIFEST = "manifest.json"
 PASSAGES = "passages.jsonl"
 DATA_FILES = ("passages.jsonl", "full.npy", "coarse.faiss", "funnel.json")
+OWN_NAMES = (INDEX_MARKER, MANIFEST, *DATA_FILES)  # every file a local INDEX writes at its top (+ .staging-* folders)
 LARGE_FILES = ("full.npy", "coarse.faiss")  # hashed only with verify=True
 FORMAT = 2  # 1: no marker and no checksums (refused: rebuild)
 HASH_ON_OPEN_BYTES = 256 * 2**20  # larger files are hashed with verify=True only (sizes always checked)
@@ -50,14 +54,17 @@ def _inside(child: Path, parent: Path) -> bool:
 def check_out(out: str | Path, docs: str | Path, add: bool) -> str:
     """Decide whether `wolofmrl index DOCS --out OUT [--add]` may write OUT, before anything is read or written.
 
-    Returns "new" (absent or empty folder), "resume" (an INDEX folder of an interrupted first run) or "index" (a
-    finished INDEX; only with `add`). Raises ValueError (OUT is a file, DOCS, inside DOCS, or holds DOCS) or
-    FileExistsError (a non-empty folder that is not an INDEX; an INDEX without `add`), each naming --out and the fix.
+    Returns "new" (absent or empty folder; or DOCS itself, when none of `OWN_NAMES` is there), "resume" (an INDEX
+    folder of an interrupted first run) or "index" (a finished INDEX; only with `add`). Raises ValueError (OUT is a
+    file, inside DOCS, or holds DOCS) or FileExistsError (a non-empty folder that is not an INDEX; DOCS holding a
+    file the index would overwrite; an INDEX without `add`), each naming --out and the fix.
     """
     out, docs = Path(out), Path(docs)
     out_r, docs_r = out.resolve(), docs.resolve()
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {str(out)!r} is an existing file, not a folder: give a new folder name for the INDEX")
+    if docs.is_dir() and out_r == docs_r:
+        return _check_docs_as_out(out, add)
     if docs.is_dir() and _inside(out_r, docs_r):
         raise ValueError(f"--out {str(out)!r} is inside DOCS {str(docs)!r}: the index would read its own files as "
                          "documents; put the INDEX folder outside DOCS")
@@ -73,6 +80,22 @@ def check_out(out: str | Path, docs: str | Path, add: bool) -> str:
                 "a folder that is not a wolofmrl INDEX and is not empty: wolofmrl writes only into folders it created;"
                 " give a new or empty folder")
         raise FileExistsError(f"--out {str(out)!r} is {what}")
+    if finished and not add:
+        raise FileExistsError(f"--out {str(out)!r} is already an INDEX: pass --add to add documents to it, or give "
+                              "another --out")
+    return "index" if finished else "resume"
+
+
+def _check_docs_as_out(out: Path, add: bool) -> str:
+    """`check_out` for --out == DOCS (a folder): the INDEX shares the folder of its documents if it can do so
+    without overwriting anything (none of `OWN_NAMES` there, or the folder is already this command's)."""
+    owned, finished = (out / INDEX_MARKER).is_file(), (out / MANIFEST).is_file()
+    if not owned:
+        taken = [name for name in OWN_NAMES if (out / name).exists()] + sorted(p.name for p in out.glob(".staging-*"))
+        if taken:
+            raise FileExistsError(f"--out {str(out)!r} is DOCS and already holds {', '.join(taken)} (not written by "
+                                  "wolofmrl index): the index would overwrite them; give a new folder outside DOCS")
+        return "new"
     if finished and not add:
         raise FileExistsError(f"--out {str(out)!r} is already an INDEX: pass --add to add documents to it, or give "
                               "another --out")

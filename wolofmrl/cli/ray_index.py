@@ -342,11 +342,14 @@ DEFAULT_PROBED_FRACTION = 4
 
 
 def _check_out(out: Path, docs) -> None:
-    """The local engine's rules (`wolofmrl.cli.folder.check_out`: never a file, DOCS, inside DOCS or a foreign
-    folder; a folder this command owns resumes). Writes nothing: `fs.claim` marks the folder once every argument
-    has been checked."""
+    """The local engine's rules (`wolofmrl.cli.folder.check_out`: never a file, inside DOCS or a foreign folder; a
+    folder this command owns resumes), and never DOCS itself. Writes nothing: `fs.claim` marks the folder once every
+    argument has been checked. Raises ValueError / FileExistsError naming --out and the fix."""
     from wolofmrl.cli import folder as fs
 
+    if Path(docs).is_dir() and Path(out).resolve() == Path(docs).resolve():  # its shards would be read as documents
+        raise ValueError(f"--out {str(out)!r} is DOCS: --engine ray writes its shards as Parquet files; put the "
+                         "INDEX folder outside DOCS")
     if fs.check_out(out, docs, add=False) == "index":  # unreachable without add; kept explicit
         raise FileExistsError(f"--out {out} is already an index: --engine ray builds a new index; pass another --out")
 
