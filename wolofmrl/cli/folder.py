@@ -63,18 +63,19 @@ def check_out(out: str | Path, docs: str | Path, add: bool) -> str:
     out_r, docs_r = out.resolve(), docs.resolve()
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {str(out)!r} is an existing file, not a folder: give a new folder name for the INDEX")
-    if docs.is_dir() and out_r == docs_r:
-        return _check_docs_as_out(out, add)
-    if docs.is_dir() and _inside(out_r, docs_r):
+    owned, finished = (out / INDEX_MARKER).is_file(), (out / MANIFEST).is_file()
+    if docs.is_dir() and out_r == docs_r:  # the INDEX shares its documents' folder if nothing there is overwritten
+        if not owned:
+            _refuse_overwrite(out)
+            return "new"
+    elif docs.is_dir() and _inside(out_r, docs_r):
         raise ValueError(f"--out {str(out)!r} is inside DOCS {str(docs)!r}: the index would read its own files as "
                          "documents; put the INDEX folder outside DOCS")
-    if _inside(docs_r, out_r):
+    elif _inside(docs_r, out_r):
         raise ValueError(f"--out {str(out)!r} holds DOCS {str(docs)!r}: writing the index there would overwrite or "
                          "mix with your files; give a new folder outside DOCS")
     if not out.exists() or not any(out.iterdir()):
         return "new"
-    owned = (out / INDEX_MARKER).is_file()
-    finished = (out / MANIFEST).is_file()
     if not owned:
         what = ("an INDEX written by an older wolofmrl (no checksums): rebuild it into a new folder" if finished else
                 "a folder that is not a wolofmrl INDEX and is not empty: wolofmrl writes only into folders it created;"
@@ -86,20 +87,13 @@ def check_out(out: str | Path, docs: str | Path, add: bool) -> str:
     return "index" if finished else "resume"
 
 
-def _check_docs_as_out(out: Path, add: bool) -> str:
-    """`check_out` for --out == DOCS (a folder): the INDEX shares the folder of its documents if it can do so
-    without overwriting anything (none of `OWN_NAMES` there, or the folder is already this command's)."""
-    owned, finished = (out / INDEX_MARKER).is_file(), (out / MANIFEST).is_file()
-    if not owned:
-        taken = [name for name in OWN_NAMES if (out / name).exists()] + sorted(p.name for p in out.glob(".staging-*"))
-        if taken:
-            raise FileExistsError(f"--out {str(out)!r} is DOCS and already holds {', '.join(taken)} (not written by "
-                                  "wolofmrl index): the index would overwrite them; give a new folder outside DOCS")
-        return "new"
-    if finished and not add:
-        raise FileExistsError(f"--out {str(out)!r} is already an INDEX: pass --add to add documents to it, or give "
-                              "another --out")
-    return "index" if finished else "resume"
+def _refuse_overwrite(out: Path) -> None:
+    """--out == DOCS, not yet an INDEX: raise FileExistsError if a name the index writes (`OWN_NAMES`, `.staging-*`)
+    is taken there by the user's own file."""
+    taken = [name for name in OWN_NAMES if (out / name).exists()] + sorted(p.name for p in out.glob(".staging-*"))
+    if taken:
+        raise FileExistsError(f"--out {str(out)!r} is DOCS and already holds {', '.join(taken)} (not written by "
+                              "wolofmrl index): the index would overwrite them; give a new folder outside DOCS")
 
 
 def claim(out: Path) -> None:

@@ -365,8 +365,8 @@ def index_checksums(out: Path) -> dict[str, dict]:
 
 
 def index_with_ray(docs, out, model_path, coarse_dim: int = 128, max_words: int = 120, text_field: str = "text",
-                   batch_size: int | None = None, dtype: str = "auto", address: str | None = None, shard_mb: float = 64.0,
-                   actors: int | None = None, actor_cpus: float = 1.0, pq_m: int | None = None,
+                   batch_size: int | None = None, dtype: str = "auto", address: str | None = None,
+                   shard_mb: float = 64.0, actors: int | None = None, actor_cpus: float = 1.0, pq_m: int | None = None,
                    nlist: int | None = None, nprobe: int | None = None, ondisk: str = "auto", log=print) -> dict:
     """Build the INDEX folder `out` from `docs` on a Ray cluster (module docstring). Returns a summary dict
     {"count", "dropped", "shards", "embedded", "reused", "seconds", "build"}.
