@@ -325,8 +325,8 @@ def _resolve_defaults(args) -> None:
         return
     manifest = _index_manifest(args.out) if command == "index" and args.add else {}
     if args.model is None:
-        args.model = manifest.get("model") if isinstance(manifest.get("model"), str) else None
-        args.model = args.model or default_model()
+        recorded = manifest.get("model")
+        args.model = recorded if isinstance(recorded, str) and recorded else default_model()
     if command == "index":
         built = manifest.get("coarse_dim")
         if args.dim is not None and isinstance(built, int) and args.dim != built:

@@ -268,8 +268,8 @@ def index_documents(docs: str | Path, out: str | Path, model_path: str | Path | 
     FileNotFoundError / ValueError for bad DOCS or model, ValueError for a `coarse_dim` outside 1..hidden.
     """
     out, docs = Path(out), Path(docs)
-    if not isinstance(chunk, int) or chunk < 1 or not (batch_size is None or isinstance(batch_size, int) and
-                                                        batch_size >= 1):
+    bad_batch = batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1)
+    if not isinstance(chunk, int) or chunk < 1 or bad_batch:
         raise ValueError(f"--chunk {chunk} / --batch-size {batch_size}: both must be integers >= 1 (--batch-size "
                          "may be left out: sized for the device)")
     state = fs.check_out(out, docs, add)
