@@ -21,7 +21,10 @@
 # the runs in the background; finished phases are skipped, unfinished ones resume), wait [SECONDS] (progress until
 # the runs end or SECONDS pass), pack (-> $OUT: reading.tar.part-* of 15 MiB + reading.manifest), resume (unpack).
 # Env: STEPS (per phase, default 4000; a larger value later continues the same runs), RUNS, WORKERS, SESSION_MINUTES
-# (training stops this many minutes after `train` was called, leaving time to pack), SEED. All speech is synthetic.
+# (training stops this many minutes after `train` was called, leaving time to pack), SEED, EVAL_EVERY,
+# ALIGN_AUGMENT_PROB (phase 1's share of degraded clips: degrading costs ~20 ms of CPU a clip, decoding ~1.5 ms, so
+# 0.8 holds a run to ~50 clips/s per loader worker). TEXT=committed starts from weights/wolofmrl-text instead of
+# the text step. All speech is synthetic.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 OMP_NUM_THREADS=2
@@ -34,6 +37,8 @@ RUNS=${RUNS:-"fusion_ctc fusion dual_ctc"}   # <strategy>[_ctc]
 WORKERS=${WORKERS:-4}                         # loader workers per run (3 runs x 4 + 3 main processes ~ 16 cores)
 SESSION_MINUTES=${SESSION_MINUTES:-15}        # launch + this + ~3 (final evals) + pack must fit the session
 CTC_WEIGHT=${CTC_WEIGHT:-1.0}
+EVAL_EVERY=${EVAL_EVERY:-250}
+ALIGN_AUGMENT_PROB=${ALIGN_AUGMENT_PROB:-}   # phase 1's augment.prob (default: the config's 0.8); the loaders' CPU cost
 LOGS=$ROOT/logs
 mkdir -p "$LOGS"
 
@@ -82,11 +87,13 @@ chain() {  # one run in the background: phase 1 then phase 2, each stopping at t
   local run=$1 strategy=${1%_ctc} deadline=$2 ctc=0
   [ "$run" != "$strategy" ] && ctc=$CTC_WEIGHT
   local common=(--set "data.corpus=$CORPUS" --set "seed=$SEED" --set "max_steps=$STEPS" --set "ctc_weight=$ctc"
-                --set "num_workers=$WORKERS" --set save_every=200 --set eval_every=250 --set delta_out=null
+                --set "num_workers=$WORKERS" --set save_every=200 --set "eval_every=$EVAL_EVERY" --set delta_out=null
                 --set save_model=false)
   local phase cfg init out left
   for phase in 1 2; do
+    local extra=()
     if [ $phase = 1 ]; then cfg=speech_align_$strategy; init=$ROOT/text; out=$ROOT/align_${run}_s$SEED
+      [ -z "$ALIGN_AUGMENT_PROB" ] || extra=(--set "augment.prob=$ALIGN_AUGMENT_PROB")
     else cfg=speech_$strategy; init=$ROOT/align_${run}_s$SEED/delta; out=$ROOT/${run}_s$SEED; fi
     done_run "$out" "$STEPS" && { echo "skip $out (done)"; continue; }
     # phase 1 is over once phase 2 has begun (a larger STEPS later continues phase 2 only)
@@ -94,7 +101,7 @@ chain() {  # one run in the background: phase 1 then phase 2, each stopping at t
     left=$(( (deadline - $(date +%s)) / 60 - 2 ))   # minutes left, less the final evaluation and save
     [ "$left" -ge 1 ] || { echo "no time left for $out"; return 0; }
     echo "$(date +%T) start $out (guard $left min)"
-    python3 train/train.py --config "train/configs/$cfg.yaml" "${common[@]}" --set "output_dir=$out" \
+    python3 train/train.py --config "train/configs/$cfg.yaml" "${common[@]}" "${extra[@]}" --set "output_dir=$out" \
       --set "init_delta=$init" --set "max_train_minutes=$left" >> "$LOGS/$(basename "$out").log" 2>&1
     echo "$(date +%T) $out exit $?"
     done_run "$out" "$STEPS" || return 0   # stopped by the guard: phase 2 waits for the next session
@@ -102,6 +109,9 @@ chain() {  # one run in the background: phase 1 then phase 2, each stopping at t
 }
 
 train() {
+  if [ "${TEXT:-}" = committed ] && [ ! -f "$ROOT/text/delta.safetensors" ]; then
+    mkdir -p "$ROOT/text" && cp weights/wolofmrl-text/* "$ROOT/text/" && echo "stage 1: the committed weights/wolofmrl-text"
+  fi
   [ -f "$ROOT/text/delta.safetensors" ] || { echo "no $ROOT/text: run the text step first" >&2; return 1; }
   [ -f "$CORPUS/card.json" ] || { echo "the corpus $CORPUS is not complete: call synth again" >&2; return 1; }
   local deadline=$(( $(date +%s) + SESSION_MINUTES * 60 )) run

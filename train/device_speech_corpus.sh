@@ -10,7 +10,8 @@
 #   -> unpacks espeak-ng + mbrola into a prefix (never into /), voices every clip with all cores into OUT_DIR
 #      (default /tmp/speech_corpus; rerun resumes, verifying finished chunks), copies the data card to $OUT when
 #      that is set. MAX_TRAIN_HOURS=H voices a deterministic train subset of about H hours, MAX_HELDOUT_HOURS=H caps
-#      dev and test each (unseen_dev / unseen_test are always voiced whole).
+#      dev and test each (unseen_dev / unseen_test are always voiced whole). SPLITS=train,dev,unseen_dev voices only
+#      those (a training session needs no unseen_test; a later call with more splits resumes).
 # All audio is synthetic (espeak-ng, MBROLA diphones), not Wolof speakers. MBROLA fr1/fr4 and libttspico: never.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -100,7 +101,8 @@ run() {
   espeak-ng --version
   "$PY" -m wolofmrl.curation.speech_corpus synth --texts "$TEXTS" --out "$out" \
     --config "$CONFIG" --workers "${WORKERS:-$(nproc)}" ${SAMPLE_EVERY:+--sample-every "$SAMPLE_EVERY"} \
-    ${MAX_TRAIN_HOURS:+--max-train-hours "$MAX_TRAIN_HOURS"} ${MAX_HELDOUT_HOURS:+--max-heldout-hours "$MAX_HELDOUT_HOURS"}
+    ${MAX_TRAIN_HOURS:+--max-train-hours "$MAX_TRAIN_HOURS"} ${MAX_HELDOUT_HOURS:+--max-heldout-hours "$MAX_HELDOUT_HOURS"} \
+    ${SPLITS:+--splits "$SPLITS"}
   if [ -n "${OUT:-}" ]; then cp "$out/DATACARD.md" "$out/card.json" "$OUT/"; fi
 }
 

@@ -242,8 +242,12 @@ def check_espeak(vc: dict) -> str:
 
 def synth(texts: str | Path, out: str | Path, vc: dict, synth_cfg: dict, workers: int = 1, sample_every: int = 1,
           stop_after_chunks: int | None = None, log=print, max_train_hours: float | None = None,
-          max_heldout_hours: float | None = None) -> dict:
-    """Voice every planned clip of `texts` into `out` (resumable); returns the data card dict."""
+          max_heldout_hours: float | None = None, splits: list[str] | None = None) -> dict:
+    """Voice every planned clip of `texts` into `out` (resumable); returns the data card dict.
+
+    `splits`: voice only these splits (default: all of `SPLITS`), e.g. leave unseen_test for the session that
+    evaluates; a split's chunks are numbered the same either way, so a later call with more splits resumes.
+    Raises ValueError for an unknown split."""
     from .speech_texts import read_texts
 
     out = Path(out)
@@ -254,8 +258,12 @@ def synth(texts: str | Path, out: str | Path, vc: dict, synth_cfg: dict, workers
     if stamp.exists() and stamp.read_text() != fp:
         raise ValueError(f"--out {out} holds chunks of another text file or voice plan: use a new --out or delete it")
     stamp.write_text(fp)
+    unknown = sorted(set(splits or ()) - set(SPLITS))
+    if unknown:
+        raise ValueError(f"splits {unknown} are not corpus splits; use some of {list(SPLITS)}")
     chunks = plan_chunks(read_texts(texts), vc, int(synth_cfg["chunk_size"]), sample_every, max_train_hours,
                          max_heldout_hours)
+    chunks = [c for c in chunks if splits is None or c[0] in splits]
     todo, redone = [], Counter()
     for split, idx, clips in chunks:
         ok, why = chunk_done(out, split, idx)
@@ -295,7 +303,8 @@ def synth(texts: str | Path, out: str | Path, vc: dict, synth_cfg: dict, workers
     run = {"workers": workers, "wall_s": round(wall, 1), "chunks_voiced": done, "clips_voiced": clips_done,
            "clips_per_s": round(clips_done / wall, 2) if wall and done else None,
            "corrupt_chunks_redone": redone["corrupt"], "sample_every": sample_every,
-           "max_train_hours": max_train_hours, "max_heldout_hours": max_heldout_hours}
+           "max_train_hours": max_train_hours, "max_heldout_hours": max_heldout_hours,
+           "splits": list(splits) if splits else list(SPLITS)}
     return write_card(out, chunks, vc, run)
 
 
@@ -436,6 +445,8 @@ def main(argv=None) -> int:
     s.add_argument("--max-train-hours", type=float, help="voice a deterministic subset of the train clips of about "
                    "this many hours (estimated from text length); held-out splits whole")
     s.add_argument("--max-heldout-hours", type=float, help="likewise for dev and test each (unseen_* stay whole)")
+    s.add_argument("--splits", type=lambda v: [x for x in v.split(",") if x], default=None,
+                   help=f"comma-separated splits to voice (default: all, {','.join(SPLITS)})")
     s.add_argument("--stop-after-chunks", type=int, help=argparse.SUPPRESS)  # tests: a simulated kill
     ts = sub.add_parser("text-shards", help="the Wolof-French text pairs as audio-less shards (stage 1)")
     ts.add_argument("--texts", required=True)
@@ -464,7 +475,7 @@ def main(argv=None) -> int:
     try:
         card = synth(args.texts, args.out, cfg["voices"], cfg["synth"], args.workers, args.sample_every,
                      args.stop_after_chunks, log=lambda m: print(m, flush=True), max_train_hours=args.max_train_hours,
-                     max_heldout_hours=args.max_heldout_hours)
+                     max_heldout_hours=args.max_heldout_hours, splits=args.splits)
     except KeyboardInterrupt as e:
         print(f"interrupted: {e}; rerun the same command to resume", file=sys.stderr)
         return 130
