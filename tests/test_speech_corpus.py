@@ -251,3 +251,24 @@ def test_tiny_synth_two_engines_unseen_split_and_budget(tmp_path):
     small = synth(texts, tmp_path / "b", vc, sc, workers=1, log=lambda m: None, max_train_hours=0.001)
     assert 0 < small["splits"]["train"]["clips"] < card["splits"]["train"]["clips"]
     assert small["splits"]["unseen_test"]["clips"] == card["splits"]["unseen_test"]["clips"]
+
+
+def test_synth_voices_only_the_splits_asked_for_and_resumes_with_the_rest(tmp_path):
+    cfg = load_config(READING)
+    vc, sc = {**cfg["voices"], "wo_train": 1, "other_train": 1, "mbrola_share": 0.0}, {**cfg["synth"], "chunk_size": 2}
+    base = {"source": "t", "license": "MIT", "text_only": False, "group": "t/g"}
+    rows = [{**base, "id": f"s{i}", "sentence_id": f"s{i}", "source_key": str(i), "speech_lang": "fr",
+             "transcript": t, "wo_text": None, "fr_text": t, "split": sp}
+            for i, (t, sp) in enumerate([("Enregistrer", "train"), ("Ouvrir le fichier", "train"),
+                                         ("Nouvelle partie", "unseen_dev"), ("Quitter le jeu", "unseen_test")])]
+    texts = write_texts(rows, tmp_path / "t.jsonl.gz")
+    with pytest.raises(ValueError, match=r"splits \['tset'\] are not corpus splits"):
+        synth(texts, tmp_path / "c", vc, sc, workers=1, log=lambda m: None, splits=["train", "tset"])
+    part = synth(texts, tmp_path / "c", vc, sc, workers=1, log=lambda m: None, splits=["train", "unseen_dev"])
+    assert part["run"]["splits"] == ["train", "unseen_dev"]
+    assert part["splits"]["train"]["clips"] == 2 and part["splits"]["unseen_dev"]["clips"] == 1
+    assert part["splits"]["unseen_test"].get("clips", 0) == 0
+    said = []
+    whole = synth(texts, tmp_path / "c", vc, sc, workers=1, log=said.append)  # every split: resumes the rest
+    assert whole["splits"]["unseen_test"]["clips"] == 1 and whole["splits"]["train"]["clips"] == 2
+    assert "2 done already" in said[0] and "1 to voice" in said[0], said[0]

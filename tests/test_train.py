@@ -240,12 +240,13 @@ def test_corpus_shards_both_stages(tmp_path):
     corpus = write_corpus(tmp_path / "corpus")
     text = train(tiny_cfg(tmp_path, "text", stage="text", data={"corpus": str(corpus)}, batch_size=4, max_steps=3))
     assert "pca/text_wo2fr/R@1/8" in text and "text_wo2fr/R@10/48" in text
-    cfg = tiny_cfg(tmp_path, "speech", data={"corpus": str(corpus)}, speech_langs=["wo", "fr"], batch_size=6,
+    cfg = tiny_cfg(tmp_path, "speech", data={"corpus": str(corpus)}, speech_langs=["all"], batch_size=6,
                    num_workers=1, max_steps=3, distill="mse", distill_weight=0.1)
     speech = train(cfg)
+    assert cfg.speech_langs == ["fr", "wo"]  # [all]: every language the corpus speaks
     lines = [json.loads(line) for line in open(tmp_path / "speech" / "log.jsonl")]
     rows = [r for r in lines if r.get("event") == "rows"]
-    assert rows[0]["kept"] == 8 * 2 + 2  # French-only rows speak French: trained on with speech_langs [wo, fr]
+    assert rows[0]["kept"] == 8 * 2 + 2  # French-only rows speak French: trained on with speech_langs [all]
     assert rows[1]["kept"] == 4 * 2 and rows[1]["dropped_speech_lang"] == 2  # dev queries: Wolof speech only
     assert all(r["data"] == f"corpus:{corpus}" for r in lines)
     assert "speech2fr/R@1/48" in speech and "topline/text_wo2fr/R@1/48" in speech
@@ -289,3 +290,22 @@ def test_best_trainable_keeps_and_restores_the_best(tmp_path):
     assert best.restore(model, final_step=6) and torch.equal(model.weight, kept)
     best.offer(6, 0.5, model)  # a tie goes to the later step
     assert best.state["step"] == 6
+
+
+def test_export_writes_the_delta_train_writes_from_best_and_last(tmp_path):
+    from train.export import export
+
+    cfg = tiny_cfg(tmp_path, "run", max_steps=8, eval_every=4, save_every=4)
+    result = train(cfg)
+    written = load_file(str(tmp_path / "run" / "delta" / "delta.safetensors"))  # best restored, then written
+    best = load_file(str(export(tmp_path / "run", tmp_path / "best") / "delta.safetensors"))
+    assert set(best) == set(written)
+    for name in written:
+        assert torch.equal(best[name], written[name]), name
+    meta = json.loads((tmp_path / "best" / "training.json").read_text())
+    assert meta["exported"]["step"] == result.get("best_step", 8)
+    last = load_file(str(export(tmp_path / "run", tmp_path / "last", "last") / "delta.safetensors"))
+    at_8 = load_file(str(tmp_path / "run" / "checkpoints" / "step_0000008" / "model.safetensors"))
+    torch.testing.assert_close(last["adapter.proj.weight"], at_8["model.adapter.proj.weight"].half())
+    with pytest.raises(FileNotFoundError, match="no log.jsonl"):
+        export(tmp_path / "nothing", tmp_path / "x")

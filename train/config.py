@@ -54,7 +54,7 @@ class TrainConfig:
     ctc_dev_clips: int = 64  # dev clips per language for the reading diagnostic (greedy transcripts, dev/cer_<lang>)
     text_pairs: list[str] = field(default_factory=lambda: ["wo-fr", "fr-fr"])  # text stage: query-passage langs
     text_head_init: str = "identity"  # text stage: "identity" | "pca"
-    speech_langs: list[str] = field(default_factory=lambda: ["wo"])
+    speech_langs: list[str] = field(default_factory=lambda: ["wo"])  # [all]: every language the corpus speaks
     # "auto": Wolof clips with a French twin -> fr_text, every other clip -> its own transcript; "transcript": all
     # clips -> own transcript (phase 1 alignment); "fr": only clips with a French passage (train/speech_data.py)
     speech_target: str = "auto"

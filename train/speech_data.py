@@ -57,6 +57,18 @@ def speech_target(row: dict, mode: str) -> tuple[str, str] | None:
     return (text, "transcript") if text else None
 
 
+def resolve_langs(langs: list[str], rows: list[dict]) -> list[str]:
+    """`speech_langs` as a run uses it: ["all"] is every language the rows speak (sorted), else `langs` itself.
+
+    Raises:
+        ValueError: "all" beside other languages."""
+    if "all" not in langs:
+        return list(langs)
+    if len(langs) > 1:
+        raise ValueError(f"speech_langs {langs}: 'all' stands alone; write [all] or list the languages")
+    return sorted({r["speech_lang"] for r in rows})
+
+
 def speech_rows(rows: list[dict], langs: list[str], max_seconds: float, mode: str, log) -> list[dict]:
     """Rows spoken in `langs`, at most `max_seconds` long, with a target; each kept row gains `target`,
     `target_kind` and `transcript`. Logs what it kept per (language, target kind) and what it dropped, and why."""

@@ -42,7 +42,7 @@ from train.evaluation import DevSet, dev_score, head_weight, pca_rotation  # noq
 from train.flops import FlopCounter, peak_flops  # noqa: E402
 from train.logger import Logger  # noqa: E402
 from train.model import PairEncoder, load_init_delta, load_model, select_trainable  # noqa: E402
-from train.speech_data import ClipWaves, featurize_on_device, in_workers, speech_rows  # noqa: E402
+from train.speech_data import ClipWaves, featurize_on_device, in_workers, resolve_langs, speech_rows  # noqa: E402
 from train.step import forward_backward, step_loss  # noqa: E402
 from train.text_lora import is_lora, merge_lora  # noqa: E402
 from wolofmrl.inference import encode_text  # noqa: E402
@@ -137,6 +137,7 @@ def build_data(run: Run):
     on_device = False
     if cfg.stage == "speech":
         max_seconds = cfg.max_audio_seconds or model.config.max_audio_seconds
+        cfg.speech_langs = resolve_langs(cfg.speech_langs, train_rows)  # [all]: every language of the corpus
         rows = speech_rows(train_rows, cfg.speech_langs, max_seconds, cfg.speech_target, run.log)
         train_set, lengths = speech_training_set(cfg, rows, run.processor, run.accelerator, run.log, max_seconds)
         run.dev = speech_dev_set(run, dev_rows, max_seconds)
