@@ -156,3 +156,18 @@ def test_train_with_ctc_then_resume_to_more_steps_and_pack(tmp_path, capsys):
 def test_ctc_needs_gradcache_off():
     with pytest.raises(ValueError, match="grad_cache_chunk"):
         TrainConfig(ctc_weight=1.0, grad_cache_chunk=4, batch_size=16)
+
+
+def test_export_of_a_reading_run_carries_its_ctc_head(tmp_path):
+    from safetensors.torch import load_file
+
+    from train.export import export
+
+    out = tmp_path / "run"
+    train(run_cfg(out, keep_best=False))  # the last checkpoint (step 2) is the final state train.py writes
+    exported = export(out, tmp_path / "exported", "last")
+    for name in ("delta.safetensors", "ctc_head.safetensors"):
+        mine, theirs = load_file(str(exported / name)), load_file(str(out / "delta" / name))
+        assert set(mine) == set(theirs), name
+        for key in theirs:
+            torch.testing.assert_close(mine[key].float(), theirs[key].float(), rtol=0, atol=0)

@@ -309,3 +309,13 @@ def test_export_writes_the_delta_train_writes_from_best_and_last(tmp_path):
     torch.testing.assert_close(last["adapter.proj.weight"], at_8["model.adapter.proj.weight"].half())
     with pytest.raises(FileNotFoundError, match="no log.jsonl"):
         export(tmp_path / "nothing", tmp_path / "x")
+    # --base: what the base delta holds is left out and named; the builder's chain puts it back
+    from wolofmrl.build import delta_state
+
+    export(tmp_path / "run", tmp_path / "on_last", "last", base=str(tmp_path / "best"))
+    assert (tmp_path / "on_last" / "BASE").read_text().strip() == str(tmp_path / "best")
+    kept = load_file(str(tmp_path / "on_last" / "delta.safetensors"))
+    assert "prompt" not in kept or not torch.equal(kept["prompt"], best["prompt"])
+    assert set(kept) < set(last) or last == best
+    chained = delta_state(tmp_path / "on_last")
+    assert set(chained) == set(last) and all(torch.equal(chained[k], last[k]) for k in last)

@@ -5,14 +5,17 @@
 # the same token-level supervision on its projected frames). Each is phase 1 (every language -> own transcript) then
 # phase 2 (Wolof -> French), phase 2 starting from phase 1's delta.
 #
-#   session 1, call 1 (carry build/carry .device_speech):  bash train/device_reading.sh synth text train
-#   session 1, calls 2.. (no carry):                        bash train/device_reading.sh wait 540
-#   session 1, last call:                                    bash train/device_reading.sh wait 60 pack
+#   here, once a session:  bash train/device_speech_corpus.sh prepare &&
+#                          bash train/device_carry.sh split build/carry .device_speech
+#     (the backbones and voices, ~73 MiB, beside a ~30 MiB tracked tree: 3 parts, one per call, calls back to back)
+#   session 1, calls 1..k-1 (carry .carry/<i>):  bash train/device_carry.sh gather
+#   session 1, call k (carry .carry/k):  bash train/device_carry.sh gather && SPLITS=train,dev,unseen_dev \
+#       MAX_TRAIN_HOURS=30 MAX_HELDOUT_HOURS=1.5 bash train/device_reading.sh synth && TEXT=committed \
+#       RUNS="fusion_ctc fusion" WORKERS=7 SESSION_MINUTES=19 bash train/device_reading.sh train wait 200
+#   next calls (no carry):                                  bash train/device_reading.sh wait 540 pack
 #   here: mkdir -p .reading_resume && cp <files_at>/reading.tar.part-* <files_at>/reading.manifest .reading_resume/
-#   session 2, call 1 (carry build/carry .device_speech):  bash train/device_reading.sh synth
-#   session 2, call 2 (carry .reading_resume, <= 4 pieces + the manifest: 64 MiB a call):
-#                                                            bash train/device_reading.sh resume
-#   session 2, call 3 (carry .reading_resume, the other pieces + the manifest): bash train/device_reading.sh resume train
+#   a later session: the same gather + synth, then (carry .reading_resume, <= 4 pieces + the manifest a call)
+#                                                            bash train/device_reading.sh resume train
 #   (`resume` gathers pieces until the manifest's set is complete, then unpacks, stage-1 choice included; `train`
 #    continues the same runs; STEPS=<larger> continues them past the old budget)
 #
@@ -22,6 +25,7 @@
 # the runs end or SECONDS pass), pack (-> $OUT: reading.tar.part-* of 15 MiB + reading.manifest), resume (unpack).
 # Env: STEPS (per phase, default 4000; a larger value later continues the same runs), RUNS, WORKERS, SESSION_MINUTES
 # (training stops this many minutes after `train` was called, leaving time to pack), SEED, EVAL_EVERY,
+# PHASE1_FROM (a delta folder, e.g. weights/wolofmrl-fusion-read: every run skips phase 1 and starts phase 2 there),
 # ALIGN_AUGMENT_PROB (phase 1's share of degraded clips: degrading costs ~20 ms of CPU a clip, decoding ~1.5 ms, so
 # 0.8 holds a run to ~50 clips/s per loader worker). TEXT=committed starts from weights/wolofmrl-text instead of
 # the text step. All speech is synthetic.
@@ -95,6 +99,8 @@ chain() {  # one run in the background: phase 1 then phase 2, each stopping at t
     if [ $phase = 1 ]; then cfg=speech_align_$strategy; init=$ROOT/text; out=$ROOT/align_${run}_s$SEED
       [ -z "$ALIGN_AUGMENT_PROB" ] || extra=(--set "augment.prob=$ALIGN_AUGMENT_PROB")
     else cfg=speech_$strategy; init=$ROOT/align_${run}_s$SEED/delta; out=$ROOT/${run}_s$SEED; fi
+    if [ $phase = 1 ] && [ -n "${PHASE1_FROM:-}" ]; then echo "phase 1: from $PHASE1_FROM"; continue; fi
+    [ $phase = 2 ] && [ -n "${PHASE1_FROM:-}" ] && init=$PHASE1_FROM
     done_run "$out" "$STEPS" && { echo "skip $out (done)"; continue; }
     # phase 1 is over once phase 2 has begun (a larger STEPS later continues phase 2 only)
     [ $phase = 1 ] && [ -f "$ROOT/${run}_s$SEED/log.jsonl" ] && { echo "skip $out (phase 2 begun)"; continue; }

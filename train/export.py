@@ -3,11 +3,14 @@
 A run cut short by its time guard across device sessions (train/device_reading.sh) carries `best/` and its latest
 `checkpoints/step_*` home (train/reading_pack.py), but no `delta/`: that is written when a run finishes. This
 rebuilds the model as the run's logged config says (backbones, `init_delta`), loads the chosen parameters and
-writes `delta.safetensors` + `config_overrides.json` + `training.json` exactly as `train/train.py` does, so that
+writes `delta.safetensors` + `config_overrides.json` + `training.json` exactly as `train/train.py` does (and, for a
+run with the reading loss, `ctc_head.safetensors` from its latest checkpoint), so that
 `python -m wolofmrl.build --delta OUT` and `eval/run.py` can load it.
 
     python train/export.py --run runs/reading/align_fusion_ctc_s0 --out runs/reading/export/align_fusion_ctc_s0
     python train/export.py --run RUN --which last --out OUT      # the latest checkpoint instead of the best
+    python train/export.py --run RUN --out weights/NAME --base wolofmrl-text   # a committed delta: the stage-1
+                                                                 # tensors left out, BASE names them
 
 The backbones must be those the run trained on (`build/backbones`, `make backbones`); `init_delta` must exist here
 at the path the run logged.
@@ -66,14 +69,18 @@ def chosen_parameters(run: Path, which: str) -> tuple[dict, dict]:
         if not done:
             raise FileNotFoundError(f"{run}/checkpoints: no checkpoint with model.safetensors")
         path, step = done[-1], int(done[-1].parent.name.split("_")[-1])
-        # accelerate saved the pair encoder that wraps the model: its names start with "model."
-        state = {k.removeprefix("model."): v for k, v in load_file(str(path)).items()}
+        # accelerate saved the pair encoder that wraps the model: its names start with "model." (the reading
+        # head's, "ctc.", go to ctc_head.safetensors)
+        state = {k.removeprefix("model."): v for k, v in load_file(str(path)).items() if k.startswith("model.")}
         return state, {"which": which, "step": step, "file": str(path)}
     return load_file(str(path)), {"which": which, "step": step, "file": str(path)}
 
 
-def export(run: Path, out: Path, which: str = "best") -> Path:
+def export(run: Path, out: Path, which: str = "best", base: str | None = None) -> Path:
     """Write the delta of `run`'s chosen parameters to `out` (see the module docstring); returns `out`.
+
+    `base`: a delta folder (a name under weights/, e.g. "wolofmrl-text") the run started from: the tensors equal to
+    its own are left out and `out`/BASE names it, as the committed speech deltas do (`wolofmrl.build.delta_chain`).
 
     Raises:
         ValueError: the parameters do not match the model the config builds (names or shapes listed)."""
@@ -95,7 +102,46 @@ def export(run: Path, out: Path, which: str = "best") -> Path:
     info = {"stage": cfg.stage, "data": cfg.data_name, "steps": chosen["step"], "metrics": result,
             "config": dataclasses.asdict(cfg), "trainable": trainable, "started_from": sorted(started),
             "exported": chosen}
-    return write_delta(model, out, overrides, info, started)
+    write_delta(model, out, overrides, info, started)
+    write_ctc_head(run, out)
+    if base:
+        strip_base(out, base)
+    return out
+
+
+def strip_base(out: Path, base: str) -> list[str]:
+    """Leave out of `out`/delta.safetensors the tensors equal to those of delta folder `base` and write `out`/BASE
+    naming it; returns the names left out. Raises FileNotFoundError for a `base` that is no delta folder."""
+    from safetensors.torch import load_file, save_file
+
+    from wolofmrl.build import delta_state, load_delta_dir
+
+    under, _ = load_delta_dir(base)
+    below = delta_state(under)
+    path = out / "delta.safetensors"
+    mine = load_file(str(path))
+    same = sorted(k for k, v in mine.items() if k in below and below[k].shape == v.shape
+                  and torch.equal(below[k].to(v.dtype), v))
+    save_file({k: v for k, v in mine.items() if k not in same}, str(path),
+              metadata={"format": "pt", "base": str(base)})
+    (out / "BASE").write_text(f"{base}\n")
+    return same
+
+
+def write_ctc_head(run: Path, out: Path) -> bool:
+    """With a reading loss (ctc_weight > 0), its head's blank and scale beside the delta (`CTC_HEAD`, which phase 2
+    starts from), taken from the latest checkpoint: keep-best keeps the model's parameters only. True if written."""
+    from safetensors.torch import load_file, save_file
+
+    from train.reading import CTC_HEAD
+
+    done = sorted((run / "checkpoints").glob("step_*/model.safetensors"))
+    state = load_file(str(done[-1])) if done else {}
+    if "ctc.blank" not in state:
+        return False
+    save_file({"blank": state["ctc.blank"].float().contiguous(),
+               "log_scale": state["ctc.log_scale"].float().reshape(1)}, str(out / CTC_HEAD))
+    return True
 
 
 def main(argv=None) -> int:
@@ -103,8 +149,10 @@ def main(argv=None) -> int:
     p.add_argument("--run", required=True, help="a train/train.py output_dir (log.jsonl, best/, checkpoints/)")
     p.add_argument("--out", required=True, help="folder for delta.safetensors + config_overrides.json")
     p.add_argument("--which", choices=("best", "last"), default="best")
+    p.add_argument("--base", help="a delta folder the run started from (e.g. wolofmrl-text): its tensors are left "
+                                  "out and named in BASE, as the committed speech deltas do")
     args = p.parse_args(argv)
-    out = export(Path(args.run), Path(args.out), args.which)
+    out = export(Path(args.run), Path(args.out), args.which, args.base)
     print(f"wrote {out}/delta.safetensors ({args.which} parameters of {args.run})")
     return 0
 
