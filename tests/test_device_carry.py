@@ -68,3 +68,33 @@ def test_no_part_carried_is_named(tmp_path):
     shutil.copy(SCRIPT, tmp_path / "train" / "device_carry.sh")
     out = sh(tmp_path, "gather", env={"STAGE": str(tmp_path / "stage")})
     assert out.returncode == 1 and "no .carry/<k>/ part was carried" in out.stderr
+
+
+def test_a_bad_split_keeps_the_last_good_one_and_a_mixed_or_repeated_gather_unpacks_nothing(repo, tmp_path):
+    assert sh(repo, "split", "build/carry", env={"PART_MIB": "1"}).returncode == 0
+    first = (repo / ".carry" / "manifest").read_text()
+    for args in ((), ("build/carry", "no/such/path")):
+        out = sh(repo, "split", *args)
+        assert out.returncode == 2 and ("name the paths" in out.stderr or "no/such/path does not exist" in out.stderr)
+    assert (repo / ".carry" / "manifest").read_text() == first and not (repo / ".carry.new").exists()
+    there = tmp_path / "there"
+    (there / "train").mkdir(parents=True)
+    shutil.copy(SCRIPT, there / "train" / "device_carry.sh")
+    stage = {"STAGE": str(tmp_path / "stage")}
+    shutil.copytree(repo / ".carry" / "1", there / ".carry" / "1")
+    assert "gathered 1 of 3" in sh(there, "gather", env=stage).stdout
+    (repo / "build" / "carry" / "small.json").write_text('{"a": 2}')  # a new split: other parts, other manifest
+    assert sh(repo, "split", "build/carry", env={"PART_MIB": "1"}).returncode == 0
+    shutil.rmtree(there / ".carry")
+    shutil.copytree(repo / ".carry" / "2", there / ".carry" / "2")
+    out = sh(there, "gather", env=stage)
+    assert out.returncode == 0 and "another split" in out.stdout and "gathered 1 of 3" in out.stdout
+    for k in ("1", "3"):
+        shutil.rmtree(there / ".carry")
+        shutil.copytree(repo / ".carry" / k, there / ".carry" / k)
+        out = sh(there, "gather", env=stage)
+    assert out.returncode == 0 and "gathered all 3 parts" in out.stdout, out.stdout + out.stderr
+    assert (there / "build" / "carry" / "small.json").read_text() == '{"a": 2}'
+    (there / "build" / "carry" / "small.json").write_text("edited there")
+    out = sh(there, "gather", env=stage)  # the same call again: the stage was emptied, nothing is unpacked
+    assert "gathered 1 of 3" in out.stdout and (there / "build" / "carry" / "small.json").read_text() == "edited there"

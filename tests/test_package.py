@@ -131,3 +131,13 @@ def test_builder_applies_a_delta(loaded, tmp_path):
     with pytest.raises(ValueError, match="trained for strategy"):
         build(tmp_path / "bad", speech="whisper-base", text="multilingual-e5-small", strategy="dual",
               delta=tmp_path / "delta")
+    # a rebuild replaces the whole folder: a folder of the user's own files, or a file, is refused untouched
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("important")
+    for where in (tmp_path / "mine", tmp_path / "mine" / "notes.txt"):
+        with pytest.raises(ValueError, match="did not write|is a file"):
+            build(where, speech="whisper-base", text="multilingual-e5-small", strategy="fusion",
+                  delta=tmp_path / "delta")
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "important"
+    assert build(out, speech="whisper-base", text="multilingual-e5-small", strategy="fusion",
+                 delta=tmp_path / "delta", force=True) == out  # its own folder: rebuilt

@@ -264,6 +264,9 @@ def test_synth_voices_only_the_splits_asked_for_and_resumes_with_the_rest(tmp_pa
     texts = write_texts(rows, tmp_path / "t.jsonl.gz")
     with pytest.raises(ValueError, match=r"splits \['tset'\] are not corpus splits"):
         synth(texts, tmp_path / "c", vc, sc, workers=1, log=lambda m: None, splits=["train", "tset"])
+    with pytest.raises(ValueError, match="splits is empty"):
+        synth(texts, tmp_path / "c", vc, sc, workers=1, log=lambda m: None, splits=[])
+    assert not (tmp_path / "c").exists()  # refused before anything is written
     part = synth(texts, tmp_path / "c", vc, sc, workers=1, log=lambda m: None, splits=["train", "unseen_dev"])
     assert part["run"]["splits"] == ["train", "unseen_dev"]
     assert part["splits"]["train"]["clips"] == 2 and part["splits"]["unseen_dev"]["clips"] == 1

@@ -319,3 +319,14 @@ def test_export_writes_the_delta_train_writes_from_best_and_last(tmp_path):
     assert set(kept) < set(last) or last == best
     chained = delta_state(tmp_path / "on_last")
     assert set(chained) == set(last) and all(torch.equal(chained[k], last[k]) for k in last)
+    export(tmp_path / "run", tmp_path / "on_last", "last")  # again without --base: the old BASE goes
+    assert not (tmp_path / "on_last" / "BASE").exists()
+    # checked before anything is written: a missing base, a folder of other files
+    with pytest.raises(FileNotFoundError, match="--base no-such-delta: not a delta folder"):
+        export(tmp_path / "run", tmp_path / "never", base="no-such-delta")
+    assert not (tmp_path / "never").exists()
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("important")
+    with pytest.raises(ValueError, match="holds files an export does not write"):
+        export(tmp_path / "run", tmp_path / "mine")
+    assert sorted(f.name for f in (tmp_path / "mine").iterdir()) == ["notes.txt"]

@@ -37,6 +37,19 @@ from train.config import TrainConfig  # noqa: E402
 from train.model import load_init_delta, load_model, select_trainable  # noqa: E402
 
 
+OWN_FILES = ("delta.safetensors", "config_overrides.json", "training.json", "ctc_head.safetensors", "BASE")
+
+
+def check_out(out: Path) -> None:
+    """`out` may be new, or a folder of an earlier export (only `OWN_FILES`, which this export replaces: a `BASE` or
+    CTC head it does not write again is removed). Raises ValueError for a file or a folder of other files."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file: give a folder for the delta")
+    other = sorted(f.name for f in out.iterdir() if f.name not in OWN_FILES) if out.is_dir() else []
+    if other:
+        raise ValueError(f"--out {out} holds files an export does not write ({other[:3]}): give a new folder")
+
+
 def run_config(run: Path) -> TrainConfig:
     """The config the run logged in its `start` event (the last one: a resumed run logs one per start).
 
@@ -83,7 +96,18 @@ def export(run: Path, out: Path, which: str = "best", base: str | None = None) -
     its own are left out and `out`/BASE names it, as the committed speech deltas do (`wolofmrl.build.delta_chain`).
 
     Raises:
-        ValueError: the parameters do not match the model the config builds (names or shapes listed)."""
+        ValueError: the parameters do not match the model the config builds (names or shapes listed), or `out`
+            holds files an export does not write (`check_out`).
+        FileNotFoundError: no such run, parameters or `base`. Every check is made before anything is written."""
+    check_out(out)
+    if base:
+        from wolofmrl.build import load_delta_dir
+
+        try:
+            load_delta_dir(base)
+        except FileNotFoundError as err:
+            raise FileNotFoundError(f"--base {base}: not a delta folder (a name under weights/ or a path holding "
+                                    "delta.safetensors)") from err
     cfg = run_config(run)
     state, chosen = chosen_parameters(run, which)
     model, _processor, overrides = load_model(cfg)
@@ -95,6 +119,8 @@ def export(run: Path, out: Path, which: str = "best", base: str | None = None) -
     if missing or wrong:
         raise ValueError(f"{chosen['file']} does not fit the model of {run}/log.jsonl: missing {missing[:5]}, "
                          f"unknown or misshapen {wrong[:5]}")
+    for name in ("BASE", "ctc_head.safetensors"):  # an earlier export's, not rewritten by this one
+        (out / name).unlink(missing_ok=True)
     with torch.no_grad():
         for name, value in state.items():
             params[name].copy_(value.to(params[name].dtype))
@@ -152,7 +178,10 @@ def main(argv=None) -> int:
     p.add_argument("--base", help="a delta folder the run started from (e.g. wolofmrl-text): its tensors are left "
                                   "out and named in BASE, as the committed speech deltas do")
     args = p.parse_args(argv)
-    out = export(Path(args.run), Path(args.out), args.which, args.base)
+    try:
+        out = export(Path(args.run), Path(args.out), args.which, args.base)
+    except (ValueError, FileNotFoundError) as err:
+        raise SystemExit(f"train/export.py: {err}") from err
     print(f"wrote {out}/delta.safetensors ({args.which} parameters of {args.run})")
     return 0
 

@@ -216,13 +216,27 @@ def build_key(**parts) -> str:
     return h.hexdigest()[:16]
 
 
+def check_out(out: Path) -> None:
+    """`out` may be new, an empty folder, or a folder this builder wrote (its `MARKER` file): a rebuild replaces the
+    whole folder, so anything else there would be lost. Raises ValueError naming the problem and the fix."""
+    if out.is_file() or out.is_symlink() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file: give a folder for the model")
+    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
+        raise ValueError(f"--out {out} holds files this builder did not write (no {MARKER}), and a build replaces "
+                         "the whole folder: give a new or empty folder")
+
+
 def build(out: str | Path, force: bool = False, eval_results: str | Path | None = "auto", **kwargs) -> Path:
     """Build (or reuse, when its inputs are unchanged) a model folder at `out`.
 
     eval_results: an eval/run.py model-index.yaml for the model card, None, or "auto" (the delta folder's own
     model-index.yaml, if it has one).
+
+    Raises:
+        ValueError: `out` is a file, or a non-empty folder this builder did not write (`check_out`).
     """
     out = Path(out)
+    check_out(out)
     if eval_results == "auto":
         eval_results = default_eval_results(kwargs.get("delta"))
     key = build_key(eval_results=str(eval_results), **kwargs)
@@ -260,8 +274,11 @@ def main(argv: list[str] | None = None):
     delta = default_delta(args.strategy) if args.delta == "auto" else args.delta
     start = time.time()
     eval_results = None if args.eval_results == "none" else args.eval_results
-    out = build(args.out, force=args.force, eval_results=eval_results, speech=args.speech, text=args.text,
-                strategy=args.strategy, delta=delta, hub=args.hub)
+    try:
+        out = build(args.out, force=args.force, eval_results=eval_results, speech=args.speech, text=args.text,
+                    strategy=args.strategy, delta=delta, hub=args.hub)
+    except (ValueError, FileNotFoundError) as err:
+        raise SystemExit(f"wolofmrl.build: {err}") from err
     size = sum(f.stat().st_size for f in out.iterdir()) / 2**20
     print(f"built {out} ({size:.0f} MiB, delta: {delta or 'none (untrained adapter)'}) in {time.time() - start:.1f} s")
 

@@ -251,6 +251,11 @@ def synth(texts: str | Path, out: str | Path, vc: dict, synth_cfg: dict, workers
     from .speech_texts import read_texts
 
     out = Path(out)
+    if splits is not None and not splits:
+        raise ValueError(f"splits is empty: name some of {list(SPLITS)}, or leave it out for all")
+    unknown = sorted(set(splits or ()) - set(SPLITS))
+    if unknown:
+        raise ValueError(f"splits {unknown} are not corpus splits; use some of {list(SPLITS)}")
     check_espeak(vc)
     fp = plan_fingerprint(texts, vc, synth_cfg, sample_every, max_train_hours, max_heldout_hours)
     out.mkdir(parents=True, exist_ok=True)
@@ -258,9 +263,6 @@ def synth(texts: str | Path, out: str | Path, vc: dict, synth_cfg: dict, workers
     if stamp.exists() and stamp.read_text() != fp:
         raise ValueError(f"--out {out} holds chunks of another text file or voice plan: use a new --out or delete it")
     stamp.write_text(fp)
-    unknown = sorted(set(splits or ()) - set(SPLITS))
-    if unknown:
-        raise ValueError(f"splits {unknown} are not corpus splits; use some of {list(SPLITS)}")
     chunks = plan_chunks(read_texts(texts), vc, int(synth_cfg["chunk_size"]), sample_every, max_train_hours,
                          max_heldout_hours)
     chunks = [c for c in chunks if splits is None or c[0] in splits]
@@ -436,7 +438,9 @@ def main(argv=None) -> int:
     t.add_argument("--config", default="train/configs/data/quality.yaml")
     t.add_argument("--out", help="text JSONL path (default: the config's `texts`)")
     t.add_argument("--fetch", action="store_true", help="first apt-get download / npm install the config's packages")
-    s = sub.add_parser("synth", help="voice the texts into corpus shards (resumable)")
+    s = sub.add_parser("synth", help="voice the texts into corpus shards (resumable)",
+                       description="Voice the texts JSONL into corpus shards with espeak-ng / MBROLA (all audio "
+                                   "synthetic); resumable: a rerun verifies finished chunks and voices the rest.")
     s.add_argument("--texts", required=True)
     s.add_argument("--out", required=True)
     s.add_argument("--config", default="train/configs/data/quality.yaml", help="its voices: and synth: sections")
@@ -445,7 +449,7 @@ def main(argv=None) -> int:
     s.add_argument("--max-train-hours", type=float, help="voice a deterministic subset of the train clips of about "
                    "this many hours (estimated from text length); held-out splits whole")
     s.add_argument("--max-heldout-hours", type=float, help="likewise for dev and test each (unseen_* stay whole)")
-    s.add_argument("--splits", type=lambda v: [x for x in v.split(",") if x], default=None,
+    s.add_argument("--splits", type=lambda v: [x.strip() for x in v.split(",") if x.strip()], default=None,
                    help=f"comma-separated splits to voice (default: all, {','.join(SPLITS)})")
     s.add_argument("--stop-after-chunks", type=int, help=argparse.SUPPRESS)  # tests: a simulated kill
     ts = sub.add_parser("text-shards", help="the Wolof-French text pairs as audio-less shards (stage 1)")
@@ -479,6 +483,8 @@ def main(argv=None) -> int:
     except KeyboardInterrupt as e:
         print(f"interrupted: {e}; rerun the same command to resume", file=sys.stderr)
         return 130
+    except ValueError as e:
+        raise SystemExit(f"synth: {e}") from e
     print(json.dumps({k: card[k] for k in ("hours", "splits", "hours_per_engine", "hours_per_language", "dropped", "checks", "cpu_s",
                                            "real_time_factor_per_core", "run")}, indent=1))
     return 0
