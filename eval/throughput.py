@@ -9,7 +9,8 @@ End to end = `wolofmrl.inference.encode_text(model, processor, list_of_str)` / `
 list_of_float32_arrays)` from Python objects, with the library's defaults (`batch_size=None`: sized for the
 device; the CLI's and server's default too) and with the fixed batch sizes the CLI passed before; no environment
 variable is set. Forward only = the same model on inputs already tokenised / log-mel already computed and on
-the device (padded length buckets, packed sequences with each attention backend there is), nothing else timed. Ratio = end to end / best forward only.
+the device (padded length buckets, packed sequences with each attention backend there is), nothing else timed.
+Ratio = end to end / best forward only.
 
 Inputs: passages of ~`--tokens` tokens joined from the real French sentences of train/data/speech_texts.jsonl.gz
 (`fr_text`, 2048 distinct passages cycled), and SYNTHETIC clips (chirps + noise, not speech) of --clip-seconds

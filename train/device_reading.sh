@@ -96,11 +96,11 @@ chain() {  # one run in the background: phase 1 then phase 2, each stopping at t
   local phase cfg init out left
   for phase in 1 2; do
     local extra=()
-    if [ $phase = 1 ]; then cfg=speech_align_$strategy; init=$ROOT/text; out=$ROOT/align_${run}_s$SEED
+    if [ $phase = 1 ]; then
+      [ -z "${PHASE1_FROM:-}" ] || { echo "phase 1: from $PHASE1_FROM"; continue; }
+      cfg=speech_align_$strategy; init=$ROOT/text; out=$ROOT/align_${run}_s$SEED
       [ -z "$ALIGN_AUGMENT_PROB" ] || extra=(--set "augment.prob=$ALIGN_AUGMENT_PROB")
-    else cfg=speech_$strategy; init=$ROOT/align_${run}_s$SEED/delta; out=$ROOT/${run}_s$SEED; fi
-    if [ $phase = 1 ] && [ -n "${PHASE1_FROM:-}" ]; then echo "phase 1: from $PHASE1_FROM"; continue; fi
-    [ $phase = 2 ] && [ -n "${PHASE1_FROM:-}" ] && init=$PHASE1_FROM
+    else cfg=speech_$strategy; init=${PHASE1_FROM:-$ROOT/align_${run}_s$SEED/delta}; out=$ROOT/${run}_s$SEED; fi
     done_run "$out" "$STEPS" && { echo "skip $out (done)"; continue; }
     # phase 1 is over once phase 2 has begun (a larger STEPS later continues phase 2 only)
     [ $phase = 1 ] && [ -f "$ROOT/${run}_s$SEED/log.jsonl" ] && { echo "skip $out (phase 2 begun)"; continue; }

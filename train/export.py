@@ -32,7 +32,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "train"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from train.checkpoints import write_delta  # noqa: E402
+from train.checkpoints import latest_checkpoint, write_delta  # noqa: E402
 from train.config import TrainConfig  # noqa: E402
 from train.model import load_init_delta, load_model, select_trainable  # noqa: E402
 
@@ -65,8 +65,21 @@ def run_config(run: Path) -> TrainConfig:
     return TrainConfig(**{k: v for k, v in starts[-1]["config"].items() if k in known})
 
 
-def chosen_parameters(run: Path, which: str) -> tuple[dict, dict]:
-    """({name: tensor}, {"which", "step", "file"}) of the run's best parameters or latest checkpoint.
+def last_checkpoint(run: Path) -> tuple[Path, int, dict] | None:
+    """(model.safetensors, step, its tensors) of the run's newest complete checkpoint (`train.checkpoints.
+    latest_checkpoint`), or None. Accelerate saved the pair encoder: the model's names start with "model.", the
+    reading head's with "ctc."."""
+    from safetensors.torch import load_file
+
+    folder = latest_checkpoint(run)
+    if folder is None:
+        return None
+    path = folder / "model.safetensors"
+    return path, int(folder.name.split("_")[-1]), load_file(str(path))
+
+
+def chosen_parameters(run: Path, which: str, last: tuple[Path, int, dict] | None) -> tuple[dict, dict]:
+    """({name: tensor}, {"which", "step", "file"}) of the run's best parameters, or of `last` (`last_checkpoint`).
 
     Raises:
         FileNotFoundError: the run has no such parameters."""
@@ -77,16 +90,12 @@ def chosen_parameters(run: Path, which: str) -> tuple[dict, dict]:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: the run kept no best parameters; use --which last")
         step = json.loads((run / "best" / "best.json").read_text())["step"]
-    else:
-        done = sorted((run / "checkpoints").glob("step_*/model.safetensors"))
-        if not done:
-            raise FileNotFoundError(f"{run}/checkpoints: no checkpoint with model.safetensors")
-        path, step = done[-1], int(done[-1].parent.name.split("_")[-1])
-        # accelerate saved the pair encoder that wraps the model: its names start with "model." (the reading
-        # head's, "ctc.", go to ctc_head.safetensors)
-        state = {k.removeprefix("model."): v for k, v in load_file(str(path)).items() if k.startswith("model.")}
-        return state, {"which": which, "step": step, "file": str(path)}
-    return load_file(str(path)), {"which": which, "step": step, "file": str(path)}
+        return load_file(str(path)), {"which": which, "step": step, "file": str(path)}
+    if last is None:
+        raise FileNotFoundError(f"{run}/checkpoints: no complete checkpoint (step_*/trainer_state.json)")
+    path, step, tensors = last
+    state = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
+    return state, {"which": which, "step": step, "file": str(path)}
 
 
 def export(run: Path, out: Path, which: str = "best", base: str | None = None) -> Path:
@@ -109,7 +118,8 @@ def export(run: Path, out: Path, which: str = "best", base: str | None = None) -
             raise FileNotFoundError(f"--base {base}: not a delta folder (a name under weights/ or a path holding "
                                     "delta.safetensors)") from err
     cfg = run_config(run)
-    state, chosen = chosen_parameters(run, which)
+    last = last_checkpoint(run)  # read once: the "last" parameters and the reading head
+    state, chosen = chosen_parameters(run, which, last)
     model, _processor, overrides = load_model(cfg)
     started = load_init_delta(model, cfg.init_delta)
     trainable = select_trainable(model, cfg)
@@ -129,7 +139,7 @@ def export(run: Path, out: Path, which: str = "best", base: str | None = None) -
             "config": dataclasses.asdict(cfg), "trainable": trainable, "started_from": sorted(started),
             "exported": chosen}
     write_delta(model, out, overrides, info, started)
-    write_ctc_head(run, out)
+    write_ctc_head(last, out)
     if base:
         strip_base(out, base)
     return out
@@ -154,15 +164,15 @@ def strip_base(out: Path, base: str) -> list[str]:
     return same
 
 
-def write_ctc_head(run: Path, out: Path) -> bool:
+def write_ctc_head(last: tuple[Path, int, dict] | None, out: Path) -> bool:
     """With a reading loss (ctc_weight > 0), its head's blank and scale beside the delta (`CTC_HEAD`, which phase 2
-    starts from), taken from the latest checkpoint: keep-best keeps the model's parameters only. True if written."""
-    from safetensors.torch import load_file, save_file
+    starts from), taken from the latest checkpoint `last`: keep-best keeps the model's parameters only. True if
+    written."""
+    from safetensors.torch import save_file
 
     from train.reading import CTC_HEAD
 
-    done = sorted((run / "checkpoints").glob("step_*/model.safetensors"))
-    state = load_file(str(done[-1])) if done else {}
+    state = last[2] if last else {}
     if "ctc.blank" not in state:
         return False
     save_file({"blank": state["ctc.blank"].float().contiguous(),

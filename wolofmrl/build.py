@@ -219,7 +219,7 @@ def build_key(**parts) -> str:
 def check_out(out: Path) -> None:
     """`out` may be new, an empty folder, or a folder this builder wrote (its `MARKER` file): a rebuild replaces the
     whole folder, so anything else there would be lost. Raises ValueError naming the problem and the fix."""
-    if out.is_file() or out.is_symlink() and not out.is_dir():
+    if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file: give a folder for the model")
     if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
         raise ValueError(f"--out {out} holds files this builder did not write (no {MARKER}), and a build replaces "

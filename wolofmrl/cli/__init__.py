@@ -366,7 +366,7 @@ def check_arguments(args) -> None:
         if not Path(args.docs).exists():
             raise FileNotFoundError(f"DOCS {args.docs!r} does not exist: pass a folder or a .txt/.md/.jsonl/.csv file")
         if args.engine == "ray":
-            from wolofmrl.cli.ray_index import _check_out as check_ray_out
+            from wolofmrl.cli.ray_index import check_ray_out
 
             check_ray_out(Path(args.out), args.docs)
         else:

@@ -341,7 +341,7 @@ class ParquetPassages:
 DEFAULT_PROBED_FRACTION = 4
 
 
-def _check_out(out: Path, docs) -> None:
+def check_ray_out(out: Path, docs) -> None:
     """The local engine's rules (`wolofmrl.cli.folder.check_out`: never a file, inside DOCS or a foreign folder; a
     folder this command owns resumes), and never DOCS itself. Writes nothing: `fs.claim` marks the folder once every
     argument has been checked. Raises ValueError / FileExistsError naming --out and the fix."""
@@ -378,7 +378,7 @@ def index_with_ray(docs, out, model_path, coarse_dim: int = 128, max_words: int 
     from wolofmrl.cli.store import MANIFEST
 
     start, out = time.perf_counter(), Path(out)
-    _check_out(out, docs)
+    check_ray_out(out, docs)
     model_path = str(Path(model_path).resolve())
     if not (Path(model_path) / "config.json").is_file():
         raise FileNotFoundError(f"--model {model_path!r} is not a model folder (no config.json): build one with "
