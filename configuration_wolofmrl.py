@@ -43,6 +43,11 @@ class WolofMRLConfig(PretrainedConfig):
         adapter_stride (`int`): Conv1d kernel = stride over speech-encoder frames. The paper uses 2 with a 32k-token
             text model; with a 512-position text model (mE5) a 30 s Whisper clip (1500 frames) only fits at
             stride >= 4 (375 speech tokens), hence the default 4.
+        adapter_layers (`int`): pre-LayerNorm transformer layers (width = the text hidden size, 64-wide heads, GELU
+            feed-forward 4x) run over the speech tokens after the Conv1d (fusion). 0 (the default, and every delta
+            trained before it existed) keeps the adapter linear: Linear -> Conv1d. Context lets a token-level
+            reading loss map a few frames onto a subword (speech-LLM adapters are likewise small transformers,
+            e.g. Qwen-Audio's and SALMONN's).
         num_prompt_tokens (`int`): learned soft-prompt vectors placed before the speech tokens (fusion).
         fusion_prefix_ids / fusion_suffix_ids (`list[int]`): frozen text-token ids around the speech tokens
             (fusion), e.g. the ids of ``"<s> query:"`` and ``"</s>"``, so speech enters the text model the way a
@@ -66,6 +71,7 @@ class WolofMRLConfig(PretrainedConfig):
         matryoshka_dims: list[int] | None = None,
         speech_layers: list[int] | None = None,
         adapter_stride: int = 4,
+        adapter_layers: int = 0,
         num_prompt_tokens: int = 0,
         fusion_prefix_ids: list[int] | None = None,
         fusion_suffix_ids: list[int] | None = None,
@@ -93,10 +99,14 @@ class WolofMRLConfig(PretrainedConfig):
             raise ValueError(f"matryoshka_dims {bad} are outside 1..{hidden} (the text hidden size)")
         if adapter_stride < 1:
             raise ValueError(f"adapter_stride must be >= 1, got {adapter_stride}")
+        if int(adapter_layers) < 0 or (int(adapter_layers) and strategy != "fusion"):
+            raise ValueError(f"adapter_layers must be >= 0 and is for strategy='fusion' only, got {adapter_layers} "
+                             f"with strategy={strategy!r}; use 0 for dual")
         self.strategy = strategy
         self.matryoshka_dims = sorted({int(d) for d in dims}, reverse=True)
         self.speech_layers = None if speech_layers is None else [int(i) for i in speech_layers]
         self.adapter_stride = int(adapter_stride)
+        self.adapter_layers = int(adapter_layers)
         self.num_prompt_tokens = int(num_prompt_tokens)
         self.fusion_prefix_ids = list(fusion_prefix_ids or [])
         self.fusion_suffix_ids = list(fusion_suffix_ids or [])

@@ -2,7 +2,8 @@
 
 Reads top to bottom: output dataclass, speech tower, adapters, pooling, the PreTrainedModel.
 
-    waveform 16 kHz -> speech encoder -> concat hidden layers -> Linear -> Conv1d(k=s=stride) -> "speech tokens"
+    waveform 16 kHz -> speech encoder -> concat hidden layers -> Linear -> Conv1d(k=s=stride)
+        [-> adapter_layers transformer layers] -> "speech tokens"
     fusion: [prefix tokens][prompt][speech tokens][suffix tokens] -> frozen text transformer -> pool -> head
     dual:   masked mean of projected speech frames -> MLP -> head
     text:   tokens -> frozen text transformer -> pool -> head
@@ -235,13 +236,21 @@ class SpeechTower(nn.Module):
 
 
 class FrameAdapter(nn.Module):
-    """Concatenated speech hidden states -> Linear -> Conv1d(kernel = stride) -> text-width speech tokens."""
+    """Concatenated speech hidden states -> Linear -> Conv1d(kernel = stride) [-> `layers` pre-LN transformer
+    layers over the tokens, padded tokens masked] -> text-width speech tokens."""
 
-    def __init__(self, in_dim: int, out_dim: int, stride: int):
+    def __init__(self, in_dim: int, out_dim: int, stride: int, layers: int = 0):
         super().__init__()
         self.stride = stride
         self.proj = nn.Linear(in_dim, out_dim)
         self.conv = nn.Conv1d(out_dim, out_dim, kernel_size=stride, stride=stride)
+        heads = max(1, out_dim // 64)
+        while out_dim % heads:
+            heads -= 1
+        # empty for layers=0: the state dict of a linear adapter is unchanged
+        self.layers = nn.ModuleList(
+            nn.TransformerEncoderLayer(out_dim, heads, dim_feedforward=4 * out_dim, dropout=0.0, activation="gelu",
+                                       batch_first=True, norm_first=True) for _ in range(layers))
 
     def forward(self, frames: torch.Tensor, mask: torch.Tensor):
         # frames: (B, T, in_dim), mask: (B, T)
@@ -251,6 +260,10 @@ class FrameAdapter(nn.Module):
         x = self.conv(x.transpose(1, 2)).transpose(1, 2)  # (B, ceil(T/stride), out_dim)
         lengths = (mask.sum(-1) + self.stride - 1) // self.stride
         tok_mask = (torch.arange(x.shape[1], device=x.device)[None] < lengths[:, None]).long()
+        if len(self.layers):
+            padded = tok_mask == 0
+            for layer in self.layers:  # padded tokens are keys no token attends to: a clip alone == batched
+                x = layer(x, src_key_padding_mask=padded if bool(padded.any()) else None)
         return x * tok_mask[..., None].to(x.dtype), tok_mask
 
 
@@ -371,7 +384,8 @@ class WolofMRLModel(WolofMRLPreTrainedModel):
         self.speech_layers = layers
         in_dim = self.speech_tower.hidden_size * len(layers)
         if config.strategy == "fusion":
-            self.adapter = FrameAdapter(in_dim, hidden, config.adapter_stride)
+            self.adapter = FrameAdapter(in_dim, hidden, config.adapter_stride,
+                                        getattr(config, "adapter_layers", 0))  # configs saved before it: 0
         else:
             self.adapter = DualProjection(in_dim, hidden)
         use_prompt = config.strategy == "fusion" and config.num_prompt_tokens > 0

@@ -33,6 +33,39 @@ def test_embeddings_shapes_norms_and_batch_invariance(strategy, speech, text, wa
         assert torch.dot(a[0], full[i]).item() >= 0.999
 
 
+def test_transformer_adapter_is_batch_invariant_trains_and_round_trips(waves, tmp_path):
+    """adapter_layers > 0: transformer layers over the speech tokens; padded tokens must not change a clip's
+    embedding, the layers train and go into the delta, and save / from_pretrained restores them."""
+    from modeling_wolofmrl import WolofMRLModel
+
+    model, processor = tiny_model("fusion", adapter_layers=2, num_prompt_tokens=2)
+    assert len(model.adapter.layers) == 2
+    names = model.trainable_parameter_names()
+    assert any(n.startswith("adapter.layers.1.") for n in names)
+    assert all(k in model.delta_state_dict() for k in names)
+    batch = processor(audio=waves, sampling_rate=16000)
+    with torch.no_grad():
+        full = model.get_speech_embeddings(**batch)
+        alone = [model.get_speech_embeddings(**processor(audio=[w], sampling_rate=16000)) for w in waves]
+    for i, a in enumerate(alone):
+        assert torch.dot(a[0], full[i]).item() >= 0.999
+    linear, _ = tiny_model("fusion", num_prompt_tokens=2)
+    with torch.no_grad():  # the layers act: not the linear adapter's embedding
+        base = linear.get_speech_embeddings(**batch)
+    assert (base * full).sum(-1).max().item() < 0.999
+    model.save_pretrained(tmp_path)
+    loaded = WolofMRLModel.from_pretrained(tmp_path).eval()
+    assert loaded.config.adapter_layers == 2
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.get_speech_embeddings(**batch), full)
+    with pytest.raises(ValueError, match="adapter_layers"):
+        tiny_model("dual", adapter_layers=1)
+    with pytest.raises(ValueError, match="adapter_layers"):
+        tiny_model("fusion", adapter_layers=-1)
+    with pytest.raises(KeyError, match="delta has parameters"):  # a linear adapter cannot take its delta
+        linear.load_delta(model.delta_state_dict())
+
+
 def test_text_padding_invariance():
     model, processor = tiny_model("fusion")
     texts = ["Lu tax nga ñëw?", "Une phrase beaucoup plus longue que la première, avec des mots en plus."]

@@ -25,8 +25,8 @@ from wolofmrl.testing import synthetic_waves, tiny_model  # noqa: E402
 TEXTS = ["kër gi", "ndox mi", "xale yi", "jant bi"]
 
 
-def toy(strategy="fusion"):
-    model, processor = tiny_model(strategy, adapter_stride=2)
+def toy(strategy="fusion", adapter_layers=0):
+    model, processor = tiny_model(strategy, adapter_stride=2, adapter_layers=adapter_layers)
     vocab = ctc_vocabulary(processor.tokenizer, TEXTS)
     targets = CTCTargets(processor.tokenizer, vocab)
     ctc = TiedCTCLoss(vocab, model.config.text_config.hidden_size, scale_init=10.0)
@@ -34,9 +34,9 @@ def toy(strategy="fusion"):
     return model, processor, targets, ctc, feats
 
 
-@pytest.mark.parametrize("strategy", ["fusion", "dual"])
-def test_ctc_learns_a_toy_set_and_its_gradient_reaches_the_adapter_only(strategy):
-    model, _, targets, ctc, feats = toy(strategy)
+@pytest.mark.parametrize("strategy,adapter_layers", [("fusion", 0), ("fusion", 1), ("dual", 0)])
+def test_ctc_learns_a_toy_set_and_its_gradient_reaches_the_adapter_only(strategy, adapter_layers):
+    model, _, targets, ctc, feats = toy(strategy, adapter_layers)
     model.requires_grad_(False)
     model.adapter.requires_grad_(True)
     embed = model.text_model.get_input_embeddings().weight
@@ -164,8 +164,12 @@ def test_export_of_a_reading_run_carries_its_ctc_head(tmp_path):
     from train.export import export
 
     out = tmp_path / "run"
-    train(run_cfg(out, keep_best=False))  # the last checkpoint (step 2) is the final state train.py writes
+    # a transformer adapter (adapter_layers): its layers and its config field travel in the delta
+    model = {"tiny": {"strategy": "fusion", "num_prompt_tokens": 2, "adapter_layers": 1}}
+    train(run_cfg(out, keep_best=False, model=model))  # the last checkpoint (step 2) is the final state train.py writes
     exported = export(out, tmp_path / "exported", "last")
+    assert json.loads((exported / "config_overrides.json").read_text())["adapter_layers"] == 1
+    assert any(k.startswith("adapter.layers.0.") for k in load_file(str(exported / "delta.safetensors")))
     for name in ("delta.safetensors", "ctc_head.safetensors"):
         mine, theirs = load_file(str(exported / name)), load_file(str(out / "delta" / name))
         assert set(mine) == set(theirs), name

@@ -23,7 +23,9 @@
 # resumes), text (stage 1 head || head+LoRA, the better on SENTENCE-only dev -> runs/reading/text), train (launch
 # the runs in the background; finished phases are skipped, unfinished ones resume), wait [SECONDS] (progress until
 # the runs end or SECONDS pass), pack (-> $OUT: reading.tar.part-* of 15 MiB + reading.manifest), resume (unpack).
-# Env: STEPS (per phase, default 4000; a larger value later continues the same runs), RUNS, WORKERS, SESSION_MINUTES
+# Env: STEPS (per phase, default 4000; a larger value later continues the same runs), STEPS1 (phase 1's, default
+# STEPS), RUNS (<strategy>[_ctc][_a<N>]: _ctc the reading loss, _a<N> N transformer layers in the fusion adapter;
+# several `train` calls may each set their own env, e.g. PHASE1_FROM for one of them), WORKERS, SESSION_MINUTES
 # (training stops this many minutes after `train` was called, leaving time to pack), SEED, EVAL_EVERY,
 # PHASE1_FROM (a delta folder, e.g. weights/wolofmrl-fusion-read: every run skips phase 1 and starts phase 2 there),
 # ALIGN_AUGMENT_PROB (phase 1's share of degraded clips: degrading costs ~20 ms of CPU a clip, decoding ~1.5 ms, so
@@ -37,7 +39,7 @@ TEXT_CORPUS=${TEXT_CORPUS:-/tmp/text_corpus}
 ROOT=runs/reading
 STEPS=${STEPS:-4000}
 SEED=${SEED:-0}
-RUNS=${RUNS:-"fusion_ctc fusion dual_ctc"}   # <strategy>[_ctc]
+RUNS=${RUNS:-"fusion_ctc fusion dual_ctc"}   # <strategy>[_ctc][_a<N>]
 WORKERS=${WORKERS:-4}                         # loader workers per run (3 runs x 4 + 3 main processes ~ 16 cores)
 SESSION_MINUTES=${SESSION_MINUTES:-15}        # launch + this + ~3 (final evals) + pack must fit the session
 CTC_WEIGHT=${CTC_WEIGHT:-1.0}
@@ -88,20 +90,27 @@ text() {
 }
 
 chain() {  # one run in the background: phase 1 then phase 2, each stopping at the session deadline
-  local run=$1 strategy=${1%_ctc} deadline=$2 ctc=0
-  [ "$run" != "$strategy" ] && ctc=$CTC_WEIGHT
-  local common=(--set "data.corpus=$CORPUS" --set "seed=$SEED" --set "max_steps=$STEPS" --set "ctc_weight=$ctc"
+  # run = <strategy>[_ctc][_a<N>]: _ctc adds the reading loss, _a<N> N transformer layers in the fusion adapter
+  local run=$1 strategy=${1%%_*} deadline=$2 ctc=0 layers=0
+  [[ "_$run" == *_ctc* ]] && ctc=$CTC_WEIGHT
+  [[ "$run" =~ _a([0-9]+) ]] && layers=${BASH_REMATCH[1]}
+  local common=(--set "data.corpus=$CORPUS" --set "seed=$SEED" --set "ctc_weight=$ctc"
                 --set "num_workers=$WORKERS" --set save_every=200 --set "eval_every=$EVAL_EVERY" --set delta_out=null
                 --set save_model=false)
-  local phase cfg init out left
+  [ "$layers" = 0 ] || common+=(--set "model.builder.adapter_layers=$layers")
+  local phase cfg init out left steps
   for phase in 1 2; do
     local extra=()
     if [ $phase = 1 ]; then
       [ -z "${PHASE1_FROM:-}" ] || { echo "phase 1: from $PHASE1_FROM"; continue; }
-      cfg=speech_align_$strategy; init=$ROOT/text; out=$ROOT/align_${run}_s$SEED
+      cfg=speech_align_$strategy; init=$ROOT/text; out=$ROOT/align_${run}_s$SEED; steps=${STEPS1:-$STEPS}
       [ -z "$ALIGN_AUGMENT_PROB" ] || extra=(--set "augment.prob=$ALIGN_AUGMENT_PROB")
-    else cfg=speech_$strategy; init=${PHASE1_FROM:-$ROOT/align_${run}_s$SEED/delta}; out=$ROOT/${run}_s$SEED; fi
-    done_run "$out" "$STEPS" && { echo "skip $out (done)"; continue; }
+    else
+      cfg=speech_$strategy; init=${PHASE1_FROM:-$ROOT/align_${run}_s$SEED/delta}; out=$ROOT/${run}_s$SEED
+      steps=$STEPS
+    fi
+    extra+=(--set "max_steps=$steps")
+    done_run "$out" "$steps" && { echo "skip $out (done)"; continue; }
     # phase 1 is over once phase 2 has begun (a larger STEPS later continues phase 2 only)
     [ $phase = 1 ] && [ -f "$ROOT/${run}_s$SEED/log.jsonl" ] && { echo "skip $out (phase 2 begun)"; continue; }
     left=$(( (deadline - $(date +%s)) / 60 - 2 ))   # minutes left, less the final evaluation and save
@@ -110,7 +119,7 @@ chain() {  # one run in the background: phase 1 then phase 2, each stopping at t
     python3 train/train.py --config "train/configs/$cfg.yaml" "${common[@]}" "${extra[@]}" --set "output_dir=$out" \
       --set "init_delta=$init" --set "max_train_minutes=$left" >> "$LOGS/$(basename "$out").log" 2>&1
     echo "$(date +%T) $out exit $?"
-    done_run "$out" "$STEPS" || return 0   # stopped by the guard: phase 2 waits for the next session
+    done_run "$out" "$steps" || return 0   # stopped by the guard: phase 2 waits for the next session
   done
 }
 

@@ -39,6 +39,8 @@ class FlopCounter:
         self.adapter_proj = ad.proj.weight.numel()
         self.adapter_tail = ad.conv.weight.numel() if c.strategy == "fusion" else ad.mlp[1].weight.numel()
         self.stride = c.adapter_stride
+        layers = getattr(ad, "layers", None) or []
+        self.adapter_layers = (_matmul_params(layers), len(layers), c.text_config.hidden_size) if len(layers) else None
         self.fused_extra = len(c.fusion_prefix_ids) + len(c.fusion_suffix_ids) + (
             c.num_prompt_tokens if c.strategy == "fusion" else 0)
         self.speech_trains = not c.freeze_speech_encoder
@@ -76,6 +78,8 @@ class FlopCounter:
         if self.strategy == "fusion":
             tokens = torch.ceil(frames / self.stride)
             adapter = 2 * self.adapter_proj * frames.sum() + 2 * self.adapter_tail * tokens.sum()
+            if self.adapter_layers:
+                adapter = adapter + self._transformer(self.adapter_layers, tokens)
             total += adapter * (2 + up)
             total += (self._transformer(self.text, tokens + self.fused_extra) + self.head * b) * 2
         else:
