@@ -153,6 +153,35 @@ def test_train_with_ctc_then_resume_to_more_steps_and_pack(tmp_path, capsys):
     assert "speech2fr/R@10/48" in (tmp_path / "curve.md").read_text()
 
 
+def test_pack_keeps_the_results_and_names_a_checkpoint_that_does_not_fit(tmp_path, monkeypatch, capsys):
+    import train.reading_pack as rp
+
+    root = tmp_path / "runs" / "reading"
+    out = root / "fusion_ctc_s0"
+    train(run_cfg(out))  # finished phase-2-style run: delta (result) + a checkpoint (to continue)
+    full = json.loads((rp.pack(root, tmp_path / "full")[0].parent / "reading.manifest").read_text())
+    assert full["left_out"] == [] and any("/checkpoints/" in n for n in full["files"])
+    later = [n for n in full["files"] if "/checkpoints/" in n or "/best/" in n]  # what continues a run
+    results = sum(1536 + -(-size // 512) * 512 for n, size in full["files"].items() if n not in later)
+    checkpoint = sum(1536 + -(-full["files"][n] // 512) * 512 for n in later)
+    # pieces that hold the results and half the checkpoint: the checkpoint is left out whole, and named
+    monkeypatch.setattr(rp, "PIECE", -(-(results + 2 * 10240 + checkpoint // 2) // rp.MAX_PIECES))
+    capsys.readouterr()
+    pieces = rp.pack(root, tmp_path / "light")
+    assert "left out checkpoint fusion_ctc_s0/checkpoints/step_0000002" in capsys.readouterr().err
+    manifest = json.loads((tmp_path / "light" / "reading.manifest").read_text())
+    assert manifest["left_out"] == ["fusion_ctc_s0/checkpoints/step_0000002"]
+    assert not set(later) & set(manifest["files"]) and len(pieces) <= rp.MAX_PIECES
+    other = tmp_path / "next"
+    assert rp.unpack(tmp_path / "light", other, tmp_path / "stage")
+    for name in ("delta.safetensors", "ctc_head.safetensors"):
+        assert (other / "fusion_ctc_s0" / "delta" / name).is_file()
+    monkeypatch.setattr(rp, "PIECE", 1024)  # not even the results fit: a clear refusal, nothing written
+    with pytest.raises(SystemExit, match="results alone"):
+        rp.pack(root, tmp_path / "none")
+    assert not (tmp_path / "none").exists()
+
+
 def test_ctc_needs_gradcache_off():
     with pytest.raises(ValueError, match="grad_cache_chunk"):
         TrainConfig(ctc_weight=1.0, grad_cache_chunk=4, batch_size=16)

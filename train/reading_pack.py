@@ -8,7 +8,9 @@ sha256). Per run folder: log.jsonl, result.json; an unfinished run (or any phase
 may continue) also its latest complete checkpoint as accelerate wrote it (trainable parameters, optimizer,
 scheduler, RNG states, trainer_state.json with the data position; byte for byte, its checksums still hold) and its
 best parameters (fp16: the delta they end in is fp16); a finished run its delta, without the tensors equal to the
-chosen stage-1 delta (`<root>/text`, carried once). Paths are relative to the repository root.
+chosen stage-1 delta (`<root>/text`, carried once). Results come first: a checkpoint that does not fit the 7 pieces
+beside them is left out whole and named (in the output and the manifest's `left_out`), never dropped silently.
+Paths are relative to the repository root.
 
 `unpack` gathers pieces from `--pieces` into a staging folder (the pieces may come over several calls, each carrying
 what fits beside the backbones), and once the manifest's set is complete and every checksum holds, extracts them and
@@ -65,55 +67,88 @@ def stripped_delta(delta: Path, base: dict) -> tuple[bytes, list[str]]:
 
 
 def pack(root: Path, out: Path) -> list[Path]:
-    """The tar of `root`'s runs, split into pieces in `out`, + reading.manifest. Raises SystemExit if too large."""
+    """The tar of `root`'s runs, split into pieces in `out`, + reading.manifest.
+
+    What a session must bring home comes first and always goes in: the calls' logs, stage 1, each run's log and
+    result, a finished run's delta (stripped of the stage-1 tensors), an unfinished run's best parameters (fp16).
+    Then, as far as the pieces allow, the checkpoints that let a run continue: an unfinished run's first, then a finished
+    phase-2 run's (which a larger max_steps may continue). A checkpoint that does not fit is left out whole, printed
+    and listed in the manifest's `left_out` (that run then cannot continue from where it stopped; its results are
+    home). Raises SystemExit if the results alone need more than MAX_PIECES pieces."""
     from safetensors.torch import load_file
 
     base = load_file(str(root / "text" / "delta.safetensors")) if (root / "text" / "delta.safetensors").is_file() else {}
+    results, resumable, optional = [], [], []  # (path, bytes); checkpoints as one group each: all or nothing
+
+    def add(group, path, data: bytes):
+        group.append((str(Path(path).relative_to(root)), data))  # relative: extracted under the next machine's root
+
+    for path in sorted((root / "text").glob("*")) if base else []:
+        add(results, path, path.read_bytes())
+    for path in sorted((root / "logs").glob("*.log")):  # the calls' own logs (chains, synth, text runs)
+        add(results, path, path.read_bytes())
+    for run in sorted(p for p in root.iterdir() if p.is_dir() and p.name not in ("text", "logs")):
+        for name in ("log.jsonl", "result.json"):
+            if (run / name).is_file():
+                add(results, run / name, (run / name).read_bytes())
+        done, checkpoint = finished(run), latest_checkpoint(run)
+        if done and (run / "delta" / "delta.safetensors").is_file():
+            data, same = stripped_delta(run / "delta", base)
+            add(results, run / "delta" / "delta.safetensors", data)
+            add(results, run / "delta" / "stripped.json", json.dumps(same).encode())
+            for extra in sorted((run / "delta").glob("*")):
+                if extra.name != "delta.safetensors":
+                    add(results, extra, extra.read_bytes())
+        best = []  # an unfinished run's result (train/export.py reads it); a finished run's delta already is it
+        if (run / "best" / "best.json").is_file():
+            add(best, run / "best" / "best.json", (run / "best" / "best.json").read_bytes())
+            add(best, run / "best" / "trainable.safetensors", fp16_bytes(run / "best" / "trainable.safetensors"))
+        if not done:
+            results += best
+        if checkpoint is not None and (not done or not run.name.startswith(("align_", "text_"))):
+            group = [] if not done else best  # keep-best state goes with a checkpoint that continues
+            for f in sorted(checkpoint.iterdir()):
+                add(group, f, f.read_bytes())
+            (resumable if not done else optional).append((str(checkpoint.relative_to(root)), group))
+    def tar_bytes(group) -> int:  # a header and 512-byte blocks per file, + room for a long name's extra header
+        return sum(1536 + -(-len(d) // 512) * 512 for _, d in group)
+
+    budget = MAX_PIECES * PIECE - 2 * 10240  # less the end blocks and the last record's padding
+    used = tar_bytes(results)
+    if used > budget:
+        biggest = sorted(((n, len(d)) for n, d in results), key=lambda kv: -kv[1])[:8]
+        raise SystemExit(f"pack: the results alone are {used / 2**20:.1f} MiB, more than {MAX_PIECES} pieces of "
+                         f"15 MiB; biggest files: {biggest}. Train fewer runs at once (RUNS=...).")
+    files, left_out = list(results), []
+    for name, group in resumable + optional:
+        size = tar_bytes(group)
+        if used + size <= budget:
+            files += group
+            used += size
+        else:
+            left_out.append(name)
+            print(f"pack: left out checkpoint {name} ({size / 2**20:.1f} MiB; it does not fit {MAX_PIECES} pieces "
+                  f"beside the results): that run cannot continue from it, its results are packed", file=sys.stderr)
     buffer, listing = io.BytesIO(), {}
     with tarfile.open(fileobj=buffer, mode="w") as tar:
-        def add(path, data: bytes):
-            name = str(Path(path).relative_to(root))  # relative: extracted under the next machine's root
+        for name, data in files:
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
             listing[name] = len(data)
-
-        for path in sorted((root / "text").glob("*")) if base else []:
-            add(path, path.read_bytes())
-        for path in sorted((root / "logs").glob("*.log")):  # the calls' own logs (chains, synth, text runs)
-            add(path, path.read_bytes())
-        for run in sorted(p for p in root.iterdir() if p.is_dir() and p.name not in ("text", "logs")):
-            for name in ("log.jsonl", "result.json"):
-                if (run / name).is_file():
-                    add((run / name), (run / name).read_bytes())
-            done, checkpoint = finished(run), latest_checkpoint(run)
-            if done and (run / "delta" / "delta.safetensors").is_file():
-                data, same = stripped_delta(run / "delta", base)
-                add((run / "delta" / "delta.safetensors"), data)
-                add((run / "delta" / "stripped.json"), json.dumps(same).encode())
-                for extra in sorted((run / "delta").glob("*")):
-                    if extra.name != "delta.safetensors":
-                        add((extra), extra.read_bytes())
-            if checkpoint is not None and (not done or not run.name.startswith(("align_", "text_"))):
-                for f in sorted(checkpoint.iterdir()):
-                    add((f), f.read_bytes())
-                if (run / "best" / "best.json").is_file():
-                    add((run / "best" / "best.json"), (run / "best" / "best.json").read_bytes())
-                    add((run / "best" / "trainable.safetensors"), fp16_bytes(run / "best" / "trainable.safetensors"))
     data = buffer.getvalue()
     pieces = [data[i: i + PIECE] for i in range(0, len(data), PIECE)]
-    if len(pieces) > MAX_PIECES:
-        biggest = sorted(listing.items(), key=lambda kv: -kv[1])[:8]
-        raise SystemExit(f"pack: {len(data) / 2**20:.1f} MiB needs {len(pieces)} pieces of 15 MiB, more than "
-                         f"{MAX_PIECES}; biggest files: {biggest}. Train fewer runs at once (RUNS=...).")
+    if len(pieces) > MAX_PIECES:  # tar_bytes over-counts: this would be a bug
+        raise SystemExit(f"pack: {len(data) / 2**20:.1f} MiB needs {len(pieces)} pieces, more than {MAX_PIECES}")
     out.mkdir(parents=True, exist_ok=True)
     names = [f"reading.tar.part-{chr(97 + i // 26)}{chr(97 + i % 26)}" for i in range(len(pieces))]
     for name, piece in zip(names, pieces):
         (out / name).write_bytes(piece)
     manifest = {"pieces": {n: sha256(p) for n, p in zip(names, pieces)}, "tar_sha256": sha256(data),
-                "files": listing, "mib": round(len(data) / 2**20, 2)}
+                "files": listing, "mib": round(len(data) / 2**20, 2), "left_out": left_out}
     (out / "reading.manifest").write_text(json.dumps(manifest, indent=1) + "\n")
-    print(f"packed {len(listing)} files, {manifest['mib']} MiB, into {len(pieces)} pieces in {out}")
+    print(f"packed {len(listing)} files, {manifest['mib']} MiB, into {len(pieces)} pieces in {out}"
+          + (f"; left out {len(left_out)} checkpoint(s): {left_out}" if left_out else ""))
     return [out / n for n in names]
 
 
