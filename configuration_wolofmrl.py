@@ -99,9 +99,12 @@ class WolofMRLConfig(PretrainedConfig):
             raise ValueError(f"matryoshka_dims {bad} are outside 1..{hidden} (the text hidden size)")
         if adapter_stride < 1:
             raise ValueError(f"adapter_stride must be >= 1, got {adapter_stride}")
-        if int(adapter_layers) < 0 or (int(adapter_layers) and strategy != "fusion"):
-            raise ValueError(f"adapter_layers must be >= 0 and is for strategy='fusion' only, got {adapter_layers} "
-                             f"with strategy={strategy!r}; use 0 for dual")
+        if isinstance(adapter_layers, bool) or not isinstance(adapter_layers, int) or adapter_layers < 0:
+            raise ValueError(f"adapter_layers must be a whole number >= 0 (0 = the linear adapter), got "
+                             f"{adapter_layers!r}")
+        if adapter_layers and strategy != "fusion":
+            raise ValueError(f"adapter_layers={adapter_layers} is for strategy='fusion' (transformer layers over its "
+                             f"speech tokens); strategy={strategy!r} takes adapter_layers=0")
         self.strategy = strategy
         self.matryoshka_dims = sorted({int(d) for d in dims}, reverse=True)
         self.speech_layers = None if speech_layers is None else [int(i) for i in speech_layers]

@@ -235,6 +235,27 @@ class SpeechTower(nn.Module):
         return states, frame_mask
 
 
+def init_adapter_module(sub: nn.Module) -> None:
+    """A fresh adapter part: Linear N(0, 0.02), Conv1d N(0, 1/fan_in), LayerNorm 1/0, attention input projection
+    Xavier; biases 0. The adapters mark their parts (`is_adapter_part`): backbones keep their own init."""
+    if isinstance(sub, (nn.Linear, nn.Conv1d)):
+        nn.init.normal_(sub.weight, std=0.02 if isinstance(sub, nn.Linear) else 1.0 / math.sqrt(
+            sub.in_channels * sub.kernel_size[0]))
+        if sub.bias is not None:
+            nn.init.zeros_(sub.bias)
+    elif isinstance(sub, nn.LayerNorm):
+        nn.init.ones_(sub.weight)
+        nn.init.zeros_(sub.bias)
+    elif isinstance(sub, nn.MultiheadAttention):
+        nn.init.xavier_uniform_(sub.in_proj_weight)
+        nn.init.zeros_(sub.in_proj_bias)
+
+
+def mark_adapter_parts(adapter: nn.Module) -> None:
+    for sub in adapter.modules():
+        sub.is_adapter_part = True
+
+
 class FrameAdapter(nn.Module):
     """Concatenated speech hidden states -> Linear -> Conv1d(kernel = stride) [-> `layers` pre-LN transformer
     layers over the tokens, padded tokens masked] -> text-width speech tokens."""
@@ -251,6 +272,7 @@ class FrameAdapter(nn.Module):
         self.layers = nn.ModuleList(
             nn.TransformerEncoderLayer(out_dim, heads, dim_feedforward=4 * out_dim, dropout=0.0, activation="gelu",
                                        batch_first=True, norm_first=True) for _ in range(layers))
+        mark_adapter_parts(self)
 
     def forward(self, frames: torch.Tensor, mask: torch.Tensor):
         # frames: (B, T, in_dim), mask: (B, T)
@@ -274,6 +296,7 @@ class DualProjection(nn.Module):
         super().__init__()
         self.proj = nn.Linear(in_dim, out_dim)
         self.mlp = nn.Sequential(nn.GELU(), nn.Linear(out_dim, out_dim))
+        mark_adapter_parts(self)
 
     def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.pool(self.proj(frames), mask)
@@ -347,10 +370,11 @@ class WolofMRLPreTrainedModel(PreTrainedModel):
                 nn.init.normal_(module.prompt, std=0.02)
         elif isinstance(module, (FrameAdapter, DualProjection)):
             for sub in module.modules():
-                if isinstance(sub, (nn.Linear, nn.Conv1d)):
-                    nn.init.normal_(sub.weight, std=0.02 if isinstance(sub, nn.Linear) else 1.0 / math.sqrt(
-                        sub.in_channels * sub.kernel_size[0]))
-                    nn.init.zeros_(sub.bias)
+                init_adapter_module(sub)
+        elif getattr(module, "is_adapter_part", False):  # transformers initialises missing weights module by module
+            init_adapter_module(module)
+
+
 
 
 class WolofMRLModel(WolofMRLPreTrainedModel):
@@ -419,8 +443,18 @@ class WolofMRLModel(WolofMRLPreTrainedModel):
             delta = load_file(delta)
         own = self.state_dict()
         unknown = sorted(set(delta) - set(own))
+        layers = getattr(self.config, "adapter_layers", 0)
+        if any(k.startswith("adapter.layers.") for k in unknown):
+            raise KeyError(f"delta has adapter transformer layers (adapter.layers.*) and this model's config has "
+                           f"adapter_layers={layers}: build it with the delta's config_overrides.json "
+                           f"(adapter_layers as trained)")
         if unknown:
             raise KeyError(f"delta has parameters this model does not: {unknown[:5]} (built for another config?)")
+        missing = sorted(k for k in own if k.startswith("adapter.layers.") and k not in delta)
+        if missing and any(k.startswith("adapter.") for k in delta):  # a speech delta, but not for this adapter
+            raise ValueError(f"delta trains the adapter without its {layers} transformer layer(s) ({missing[0]} "
+                             f"and {len(missing) - 1} more are missing): it was trained with another adapter_layers; "
+                             f"build with the delta's own config_overrides.json")
         for name, value in delta.items():
             if own[name].shape != value.shape:
                 raise ValueError(f"delta {name}: shape {tuple(value.shape)} != model {tuple(own[name].shape)}")

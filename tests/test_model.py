@@ -58,12 +58,35 @@ def test_transformer_adapter_is_batch_invariant_trains_and_round_trips(waves, tm
     assert loaded.config.adapter_layers == 2
     with torch.no_grad():
         torch.testing.assert_close(loaded.get_speech_embeddings(**batch), full)
-    with pytest.raises(ValueError, match="adapter_layers"):
+    for bad in (-1, "two", 1.5, True, None):
+        with pytest.raises(ValueError, match="adapter_layers"):
+            tiny_model("fusion", adapter_layers=bad)
+    with pytest.raises(ValueError, match="adapter_layers=1 is for strategy='fusion'"):
         tiny_model("dual", adapter_layers=1)
-    with pytest.raises(ValueError, match="adapter_layers"):
-        tiny_model("fusion", adapter_layers=-1)
-    with pytest.raises(KeyError, match="delta has parameters"):  # a linear adapter cannot take its delta
+    # a delta and a config that disagree on adapter_layers: refused both ways, naming the field
+    with pytest.raises(KeyError, match="adapter_layers=0"):
         linear.load_delta(model.delta_state_dict())
+    with pytest.raises(ValueError, match="another adapter_layers"):
+        model.load_delta(linear.delta_state_dict())
+    model.load_delta({"text_head.bias": linear.text_head.bias.detach()})  # a delta without the adapter still loads
+
+
+def test_adapter_layers_missing_from_a_checkpoint_are_initialised_not_garbage(tmp_path):
+    """strict_weights=False with a config asking for more adapter layers than the weights hold: the extra layer is
+    initialised (norms 1, attention projections finite), never left as uninitialised memory."""
+    import json
+
+    from modeling_wolofmrl import WolofMRLModel
+
+    model, _ = tiny_model("fusion", adapter_layers=1)
+    model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "adapter_layers": 2}))
+    loaded = WolofMRLModel.from_pretrained(tmp_path, strict_weights=False)
+    extra = loaded.adapter.layers[1]
+    assert all(torch.isfinite(p).all() for p in extra.parameters())
+    torch.testing.assert_close(extra.norm1.weight, torch.ones_like(extra.norm1.weight))
+    assert extra.self_attn.in_proj_weight.abs().max() < 1.0
 
 
 def test_text_padding_invariance():

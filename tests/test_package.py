@@ -141,3 +141,10 @@ def test_builder_applies_a_delta(loaded, tmp_path):
     assert (tmp_path / "mine" / "notes.txt").read_text() == "important"
     assert build(out, speech="whisper-base", text="multilingual-e5-small", strategy="fusion",
                  delta=tmp_path / "delta", force=True) == out  # its own folder: rebuilt
+    # overrides that say adapter_layers=2 beside a linear adapter's tensors: one line naming the field, no folder
+    (tmp_path / "delta" / "config_overrides.json").write_text(json.dumps({"strategy": "fusion", "adapter_layers": 2}))
+    from wolofmrl.build import main as build_main
+
+    with pytest.raises(SystemExit, match="another adapter_layers"):
+        build_main(["--delta", str(tmp_path / "delta"), "--out", str(tmp_path / "deep")])
+    assert not (tmp_path / "deep").exists()

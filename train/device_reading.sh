@@ -28,6 +28,8 @@
 # several `train` calls may each set their own env, e.g. PHASE1_FROM for one of them), WORKERS, SESSION_MINUTES
 # (training stops this many minutes after `train` was called, leaving time to pack), SEED, EVAL_EVERY,
 # PHASE1_FROM (a delta folder, e.g. weights/wolofmrl-fusion-read: every run skips phase 1 and starts phase 2 there),
+# PHASE1_SET / PHASE2_SET (space-separated key=value train.py --set overrides for that phase, e.g.
+# PHASE2_SET="speech_langs=[all]": phase 2 keeps every language, each clip -> its own transcript, Wolof -> French),
 # ALIGN_AUGMENT_PROB (phase 1's share of degraded clips: degrading costs ~20 ms of CPU a clip, decoding ~1.5 ms, so
 # 0.8 holds a run to ~50 clips/s per loader worker). TEXT=committed starts from weights/wolofmrl-text instead of
 # the text step. All speech is synthetic.
@@ -109,6 +111,9 @@ chain() {  # one run in the background: phase 1 then phase 2, each stopping at t
       cfg=speech_$strategy; init=${PHASE1_FROM:-$ROOT/align_${run}_s$SEED/delta}; out=$ROOT/${run}_s$SEED
       steps=$STEPS
     fi
+    local sets=PHASE${phase}_SET kv kvs=()
+    read -r -a kvs <<< "${!sets:-}"   # e.g. PHASE2_SET="speech_langs=[all] augment.prob=0.5" (split, never globbed)
+    for kv in "${kvs[@]}"; do extra+=(--set "$kv"); done
     extra+=(--set "max_steps=$steps")
     done_run "$out" "$steps" && { echo "skip $out (done)"; continue; }
     # phase 1 is over once phase 2 has begun (a larger STEPS later continues phase 2 only)

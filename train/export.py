@@ -34,6 +34,7 @@ if str(ROOT) not in sys.path:
 
 from train.checkpoints import latest_checkpoint, write_delta  # noqa: E402
 from train.config import TrainConfig  # noqa: E402
+from train.logger import accepted_starts  # noqa: E402
 from train.model import load_init_delta, load_model, select_trainable  # noqa: E402
 
 
@@ -51,14 +52,14 @@ def check_out(out: Path) -> None:
 
 
 def run_config(run: Path) -> TrainConfig:
-    """The config the run logged in its `start` event (the last one: a resumed run logs one per start).
+    """The config the run logged in its `start` event (the last accepted one: a resumed run logs one per start).
 
     Raises:
         FileNotFoundError: no log.jsonl; ValueError: no start event."""
     log = run / "log.jsonl"
     if not log.is_file():
         raise FileNotFoundError(f"--run {run}: no log.jsonl; pass a train/train.py output_dir")
-    starts = [json.loads(line) for line in log.open() if '"event": "start"' in line]
+    starts = accepted_starts(log)  # a refused resume's start is not the run's
     if not starts:
         raise ValueError(f"{log}: no start event; the run never started")
     known = {f.name for f in dataclasses.fields(TrainConfig)}

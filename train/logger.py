@@ -45,3 +45,16 @@ class Logger:
             self.file.close()
         if self.tb:
             self.tb.close()
+
+
+def accepted_starts(log: Path) -> list[dict]:
+    """The `start` events of a run's log.jsonl, oldest first, leaving out each attempt that was refused (train.py
+    logs `refused` after the `start` of a resume it refuses: that attempt trained nothing and its config is not the
+    run's)."""
+    starts = []
+    for line in Path(log).open():
+        if '"event": "start"' in line:
+            starts.append(json.loads(line))
+        elif '"event": "refused"' in line and starts:
+            starts.pop()
+    return starts

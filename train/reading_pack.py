@@ -46,16 +46,27 @@ def finished(run: Path) -> bool:
     result = run / "result.json"
     if not result.is_file() or not (run / "log.jsonl").is_file():
         return False
-    start = next((json.loads(line) for line in open(run / "log.jsonl") if '"event": "start"' in line), None)
-    steps = (start or {}).get("config", {}).get("max_steps", 0)
+    from train.logger import accepted_starts
+
+    starts = accepted_starts(run / "log.jsonl")  # the last accepted: a continued run's larger max_steps counts
+    steps = starts[-1].get("config", {}).get("max_steps", 0) if starts else 0
     return json.loads(result.read_text()).get("step", 0) >= steps > 0
+
+
+def metadata(path: Path) -> dict | None:
+    """A safetensors file's own metadata (what wrote it, on what data), kept through pack and unpack."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return f.metadata()
 
 
 def fp16_bytes(path: Path) -> bytes:
     from safetensors.torch import load_file, save
 
     import torch
-    return save({k: v.to(torch.float16) if v.is_floating_point() else v for k, v in load_file(str(path)).items()})
+    return save({k: v.to(torch.float16) if v.is_floating_point() else v for k, v in load_file(str(path)).items()},
+                metadata=metadata(path))
 
 
 def stripped_delta(delta: Path, base: dict) -> tuple[bytes, list[str]]:
@@ -63,7 +74,8 @@ def stripped_delta(delta: Path, base: dict) -> tuple[bytes, list[str]]:
 
     tensors = load_file(str(delta / "delta.safetensors"))
     same = sorted(k for k, v in tensors.items() if k in base and base[k].shape == v.shape and bool((base[k] == v).all()))
-    return save({k: v for k, v in tensors.items() if k not in same}), same
+    kept = {k: v for k, v in tensors.items() if k not in same}
+    return save(kept, metadata=metadata(delta / "delta.safetensors")), same
 
 
 def pack(root: Path, out: Path) -> list[Path]:
@@ -71,10 +83,10 @@ def pack(root: Path, out: Path) -> list[Path]:
 
     What a session must bring home comes first and always goes in: the calls' logs, stage 1, each run's log and
     result, a finished run's delta (stripped of the stage-1 tensors), an unfinished run's best parameters (fp16).
-    Then, as far as the pieces allow, the checkpoints that let a run continue: an unfinished run's first, then a finished
-    phase-2 run's (which a larger max_steps may continue). A checkpoint that does not fit is left out whole, printed
-    and listed in the manifest's `left_out` (that run then cannot continue from where it stopped; its results are
-    home). Raises SystemExit if the results alone need more than MAX_PIECES pieces."""
+    Then, as far as the pieces allow, the checkpoints that let a run continue: an unfinished run's first, then a
+    finished phase-2 run's (which a larger max_steps may continue). A checkpoint that does not fit is left out whole,
+    printed and listed in the manifest's `left_out` (that run then cannot continue from where it stopped; its
+    results are home). Raises SystemExit if the results alone need more than MAX_PIECES pieces."""
     from safetensors.torch import load_file
 
     base = load_file(str(root / "text" / "delta.safetensors")) if (root / "text" / "delta.safetensors").is_file() else {}
@@ -100,7 +112,9 @@ def pack(root: Path, out: Path) -> list[Path]:
                 if extra.name != "delta.safetensors":
                     add(results, extra, extra.read_bytes())
         best = []  # an unfinished run's result (train/export.py reads it); a finished run's delta already is it
-        if (run / "best" / "best.json").is_file():
+        if (run / "best" / "best.json").is_file() and not (run / "best" / "trainable.safetensors").is_file():
+            print(f"pack: {run / 'best'} has best.json without trainable.safetensors: left out", file=sys.stderr)
+        elif (run / "best" / "best.json").is_file():
             add(best, run / "best" / "best.json", (run / "best" / "best.json").read_bytes())
             add(best, run / "best" / "trainable.safetensors", fp16_bytes(run / "best" / "trainable.safetensors"))
         if not done:
@@ -183,9 +197,11 @@ def unpack(pieces: Path, root: Path, stage: Path = STAGE) -> bool:
         if names:
             base = load_file(str(base_file))
             delta = listed.parent / "delta.safetensors"
-            save_file({**load_file(str(delta)), **{k: base[k] for k in names}}, str(delta))
+            save_file({**load_file(str(delta)), **{k: base[k] for k in names}}, str(delta), metadata=metadata(delta))
         listed.unlink()
-    print(f"unpacked {len(manifest['files'])} files ({manifest['mib']} MiB) under {root}")
+    left_out = manifest.get("left_out") or []
+    print(f"unpacked {len(manifest['files'])} files ({manifest['mib']} MiB) under {root}"
+          + (f"; pack left out {left_out}: those runs cannot continue from there" if left_out else ""))
     return True
 
 

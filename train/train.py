@@ -459,7 +459,12 @@ def train(cfg: TrainConfig) -> dict:
     build_data(run)
     baselines = text_baselines(run)
     build_optimization(run)
-    resume_or_start(run)
+    try:
+        resume_or_start(run)
+    except ResumeError as err:  # this attempt's `start` is not the run's: readers of the log skip it
+        run.log({"event": "refused", "error": str(err)})
+        run.log.close()
+        raise
     why = train_loop(run)
     if why == "stopped" and run.position["step"] < cfg.max_steps:
         run.log({"event": "stopped", **run.position}, echo=True)

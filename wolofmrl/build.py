@@ -277,8 +277,8 @@ def main(argv: list[str] | None = None):
     try:
         out = build(args.out, force=args.force, eval_results=eval_results, speech=args.speech, text=args.text,
                     strategy=args.strategy, delta=delta, hub=args.hub)
-    except (ValueError, FileNotFoundError) as err:
-        raise SystemExit(f"wolofmrl.build: {err}") from err
+    except (ValueError, FileNotFoundError, KeyError) as err:  # KeyError: a delta that does not fit the config
+        raise SystemExit(f"wolofmrl.build: {err.args[0] if isinstance(err, KeyError) else err}") from err
     size = sum(f.stat().st_size for f in out.iterdir()) / 2**20
     print(f"built {out} ({size:.0f} MiB, delta: {delta or 'none (untrained adapter)'}) in {time.time() - start:.1f} s")
 
