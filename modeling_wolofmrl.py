@@ -236,8 +236,9 @@ class SpeechTower(nn.Module):
 
 
 def init_adapter_module(sub: nn.Module) -> None:
-    """A fresh adapter part: Linear N(0, 0.02), Conv1d N(0, 1/fan_in), LayerNorm 1/0, attention input projection
-    Xavier; biases 0. The adapters mark their parts (`is_adapter_part`): backbones keep their own init."""
+    """A fresh part of the adapter's transformer layers (`is_adapter_part`, which transformers initialises module by
+    module when a checkpoint lacks it): Linear N(0, 0.02), LayerNorm 1/0, attention input projection Xavier; biases
+    0. Backbones keep their own init."""
     if isinstance(sub, (nn.Linear, nn.Conv1d)):
         nn.init.normal_(sub.weight, std=0.02 if isinstance(sub, nn.Linear) else 1.0 / math.sqrt(
             sub.in_channels * sub.kernel_size[0]))
@@ -272,7 +273,7 @@ class FrameAdapter(nn.Module):
         self.layers = nn.ModuleList(
             nn.TransformerEncoderLayer(out_dim, heads, dim_feedforward=4 * out_dim, dropout=0.0, activation="gelu",
                                        batch_first=True, norm_first=True) for _ in range(layers))
-        mark_adapter_parts(self)
+        mark_adapter_parts(self.layers)  # proj and conv keep the init every committed delta started from
 
     def forward(self, frames: torch.Tensor, mask: torch.Tensor):
         # frames: (B, T, in_dim), mask: (B, T)
@@ -284,8 +285,11 @@ class FrameAdapter(nn.Module):
         tok_mask = (torch.arange(x.shape[1], device=x.device)[None] < lengths[:, None]).long()
         if len(self.layers):
             padded = tok_mask == 0
+            key_mask = padded if bool(padded.any()) else None
             for layer in self.layers:  # padded tokens are keys no token attends to: a clip alone == batched
-                x = layer(x, src_key_padding_mask=padded if bool(padded.any()) else None)
+                x = layer(x, src_key_padding_mask=key_mask)
+            # masked_fill, not a product: torch's inference fast path may leave NaN in an all-padded row
+            return x.masked_fill(padded[..., None], 0.0), tok_mask
         return x * tok_mask[..., None].to(x.dtype), tok_mask
 
 
@@ -296,7 +300,6 @@ class DualProjection(nn.Module):
         super().__init__()
         self.proj = nn.Linear(in_dim, out_dim)
         self.mlp = nn.Sequential(nn.GELU(), nn.Linear(out_dim, out_dim))
-        mark_adapter_parts(self)
 
     def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.pool(self.proj(frames), mask)
@@ -446,15 +449,16 @@ class WolofMRLModel(WolofMRLPreTrainedModel):
         layers = getattr(self.config, "adapter_layers", 0)
         if any(k.startswith("adapter.layers.") for k in unknown):
             raise KeyError(f"delta has adapter transformer layers (adapter.layers.*) and this model's config has "
-                           f"adapter_layers={layers}: build it with the delta's config_overrides.json "
-                           f"(adapter_layers as trained)")
+                           f"adapter_layers={layers}: use the value in the delta's config_overrides.json (in "
+                           f"training: model.builder.adapter_layers, or the run name's _a<N>)")
         if unknown:
             raise KeyError(f"delta has parameters this model does not: {unknown[:5]} (built for another config?)")
         missing = sorted(k for k in own if k.startswith("adapter.layers.") and k not in delta)
         if missing and any(k.startswith("adapter.") for k in delta):  # a speech delta, but not for this adapter
             raise ValueError(f"delta trains the adapter without its {layers} transformer layer(s) ({missing[0]} "
                              f"and {len(missing) - 1} more are missing): it was trained with another adapter_layers; "
-                             f"build with the delta's own config_overrides.json")
+                             f"use the value in the delta's config_overrides.json (in training: "
+                             f"model.builder.adapter_layers, or the run name's _a<N>)")
         for name, value in delta.items():
             if own[name].shape != value.shape:
                 raise ValueError(f"delta {name}: shape {tuple(value.shape)} != model {tuple(own[name].shape)}")

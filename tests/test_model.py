@@ -71,6 +71,22 @@ def test_transformer_adapter_is_batch_invariant_trains_and_round_trips(waves, tm
     model.load_delta({"text_head.bias": linear.text_head.bias.detach()})  # a delta without the adapter still loads
 
 
+def test_transformer_adapter_fast_path_leaves_no_nan_in_padded_rows():
+    """Several heads (the inference fast path of nn.TransformerEncoderLayer) and a clip with no frames beside one
+    with frames: every output is finite, padded tokens are 0, and the real clip is unchanged by the padded one."""
+    from modeling_wolofmrl import FrameAdapter
+
+    torch.manual_seed(0)
+    adapter = FrameAdapter(32, 128, stride=2, layers=2).eval()  # 2 heads
+    frames = torch.randn(2, 10, 32)
+    mask = torch.tensor([[1] * 10, [0] * 10])
+    with torch.no_grad():
+        tokens, tok_mask = adapter(frames, mask)
+        alone, _ = adapter(frames[:1], mask[:1])
+    assert torch.isfinite(tokens).all() and tok_mask[1].sum() == 0 and tokens[1].abs().sum() == 0
+    torch.testing.assert_close(tokens[:1], alone, atol=1e-5, rtol=1e-5)
+
+
 def test_adapter_layers_missing_from_a_checkpoint_are_initialised_not_garbage(tmp_path):
     """strict_weights=False with a config asking for more adapter layers than the weights hold: the extra layer is
     initialised (norms 1, attention projections finite), never left as uninitialised memory."""

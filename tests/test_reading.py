@@ -4,6 +4,7 @@ counted, greedy decoding round-trips; a run with ctc_weight > 0 logs CER and hou
 refuses another change, and its state survives the piecewise pack of train/device_reading.sh."""
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -179,6 +180,10 @@ def test_pack_keeps_the_results_and_names_a_checkpoint_that_does_not_fit(tmp_pat
     manifest = json.loads((tmp_path / "light" / "reading.manifest").read_text())
     assert manifest["left_out"] == ["fusion_ctc_s0/checkpoints/step_0000002"]
     assert not set(later) & set(manifest["files"]) and len(pieces) <= rp.MAX_PIECES
+    # as device_reading.sh runs it: a script, whose folder (train/) would shadow the `train` package
+    script = subprocess.run([sys.executable, str(Path(rp.__file__)), "pack", "--root", str(root), "--out",
+                             str(tmp_path / "script")], capture_output=True, text=True, cwd=tmp_path)
+    assert script.returncode == 0 and "packed" in script.stdout, script.stderr  # real pieces: everything fits
     other = tmp_path / "next"
     assert rp.unpack(tmp_path / "light", other, tmp_path / "stage")
     for name in ("delta.safetensors", "ctc_head.safetensors"):

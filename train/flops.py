@@ -78,9 +78,9 @@ class FlopCounter:
         if self.strategy == "fusion":
             tokens = torch.ceil(frames / self.stride)
             adapter = 2 * self.adapter_proj * frames.sum() + 2 * self.adapter_tail * tokens.sum()
-            if self.adapter_layers:
-                adapter = adapter + self._transformer(self.adapter_layers, tokens)
             total += adapter * (2 + up)
+            if self.adapter_layers:  # trained, with trained proj / conv before them: forward + both backwards
+                total += 3 * self._transformer(self.adapter_layers, tokens)
             total += (self._transformer(self.text, tokens + self.fused_extra) + self.head * b) * 2
         else:
             adapter = 2 * self.adapter_proj * frames.sum() + 2 * self.adapter_tail * b

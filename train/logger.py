@@ -48,13 +48,7 @@ class Logger:
 
 
 def accepted_starts(log: Path) -> list[dict]:
-    """The `start` events of a run's log.jsonl, oldest first, leaving out each attempt that was refused (train.py
-    logs `refused` after the `start` of a resume it refuses: that attempt trained nothing and its config is not the
-    run's)."""
-    starts = []
-    for line in Path(log).open():
-        if '"event": "start"' in line:
-            starts.append(json.loads(line))
-        elif '"event": "refused"' in line and starts:
-            starts.pop()
-    return starts
+    """The `start` events of a run's log.jsonl, oldest first: one per accepted attempt (train.py logs `start` only
+    once resume_or_start has accepted it; a refused resume logs `refused` instead). The last one holds the settings
+    the run's newest checkpoint and delta were trained with."""
+    return [json.loads(line) for line in Path(log).open() if '"event": "start"' in line]

@@ -28,6 +28,14 @@ import sys
 import tarfile
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parent.parent
+# run as a script (device_reading.sh pack), this folder is sys.path[0] and `import train` would find train/train.py
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "train"]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from train.logger import accepted_starts  # noqa: E402
+
 PIECE = 15 * 1024 * 1024
 MAX_PIECES = 7  # + the manifest: the 8 files a device call may return
 STAGE = Path("/tmp/reading_pieces")
@@ -46,8 +54,6 @@ def finished(run: Path) -> bool:
     result = run / "result.json"
     if not result.is_file() or not (run / "log.jsonl").is_file():
         return False
-    from train.logger import accepted_starts
-
     starts = accepted_starts(run / "log.jsonl")  # the last accepted: a continued run's larger max_steps counts
     steps = starts[-1].get("config", {}).get("max_steps", 0) if starts else 0
     return json.loads(result.read_text()).get("step", 0) >= steps > 0

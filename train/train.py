@@ -60,6 +60,7 @@ class Run:
     log: Logger
     model: object = None
     processor: object = None
+    start_record: dict = field(default_factory=dict)  # the `start` event, logged once the attempt is accepted
     overrides: dict = field(default_factory=dict)
     started_from: dict = field(default_factory=dict)
     trainable: list = field(default_factory=list)
@@ -115,12 +116,13 @@ def start_run(cfg: TrainConfig) -> Run:
     run.need_teacher = cfg.stage == "speech" and (cfg.distill is not None and cfg.distill_weight > 0 or
                                                   cfg.transcript_weight > 0)
     params = list(run.model.parameters())
-    run.log({"event": "start", "trainable": run.trainable, "n_trainable": sum(p.numel() for p in params
-                                                                              if p.requires_grad),
-             "n_params": sum(p.numel() for p in params), "processes": accelerator.num_processes,
-             "distributed": str(accelerator.distributed_type), "autocast": accelerator.mixed_precision,
-             "device": str(run.device), "attn": run.model.text_model.config._attn_implementation,
-             "config": dataclasses.asdict(cfg)})
+    # logged once resume_or_start accepts this attempt: a refused or crashed attempt leaves no `start`
+    run.start_record = {
+        "event": "start", "trainable": run.trainable, "n_trainable": sum(p.numel() for p in params if p.requires_grad),
+        "n_params": sum(p.numel() for p in params), "processes": accelerator.num_processes,
+        "distributed": str(accelerator.distributed_type), "autocast": accelerator.mixed_precision,
+        "device": str(run.device), "attn": run.model.text_model.config._attn_implementation,
+        "config": dataclasses.asdict(cfg)}
     return run
 
 
@@ -461,10 +463,11 @@ def train(cfg: TrainConfig) -> dict:
     build_optimization(run)
     try:
         resume_or_start(run)
-    except ResumeError as err:  # this attempt's `start` is not the run's: readers of the log skip it
+    except ResumeError as err:  # nothing trained: this attempt logs `refused`, never `start`
         run.log({"event": "refused", "error": str(err)})
         run.log.close()
         raise
+    run.log(run.start_record)
     why = train_loop(run)
     if why == "stopped" and run.position["step"] < cfg.max_steps:
         run.log({"event": "stopped", **run.position}, echo=True)

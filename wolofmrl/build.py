@@ -154,7 +154,10 @@ def assemble(speech: str = "whisper-base", text: str = "multilingual-e5-small", 
     text_state = AutoModel.from_pretrained(text_dir, **pooler_free).state_dict()
     load_exact(model.text_model, text_state, f"backbone {text_dir}")
     if delta_dir is not None:
-        model.load_delta(delta_state(delta_dir))
+        try:
+            model.load_delta(delta_state(delta_dir))
+        except KeyError as err:  # the delta holds tensors this config lacks: a one-line error for the CLI
+            raise ValueError(f"delta {delta_dir}: {err.args[0] if err.args else err}") from err
     model.apply_freezing()
     model.eval()
 
@@ -277,8 +280,8 @@ def main(argv: list[str] | None = None):
     try:
         out = build(args.out, force=args.force, eval_results=eval_results, speech=args.speech, text=args.text,
                     strategy=args.strategy, delta=delta, hub=args.hub)
-    except (ValueError, FileNotFoundError, KeyError) as err:  # KeyError: a delta that does not fit the config
-        raise SystemExit(f"wolofmrl.build: {err.args[0] if isinstance(err, KeyError) else err}") from err
+    except (ValueError, FileNotFoundError) as err:
+        raise SystemExit(f"wolofmrl.build: {err}") from err
     size = sum(f.stat().st_size for f in out.iterdir()) / 2**20
     print(f"built {out} ({size:.0f} MiB, delta: {delta or 'none (untrained adapter)'}) in {time.time() - start:.1f} s")
 
