@@ -252,10 +252,6 @@ def init_adapter_module(sub: nn.Module) -> None:
         nn.init.zeros_(sub.in_proj_bias)
 
 
-def mark_adapter_parts(adapter: nn.Module) -> None:
-    for sub in adapter.modules():
-        sub.is_adapter_part = True
-
 
 class FrameAdapter(nn.Module):
     """Concatenated speech hidden states -> Linear -> Conv1d(kernel = stride) [-> `layers` pre-LN transformer
@@ -273,7 +269,8 @@ class FrameAdapter(nn.Module):
         self.layers = nn.ModuleList(
             nn.TransformerEncoderLayer(out_dim, heads, dim_feedforward=4 * out_dim, dropout=0.0, activation="gelu",
                                        batch_first=True, norm_first=True) for _ in range(layers))
-        mark_adapter_parts(self.layers)  # proj and conv keep the init every committed delta started from
+        for sub in self.layers.modules():  # proj and conv keep the init every committed delta started from
+            sub.is_adapter_part = True
 
     def forward(self, frames: torch.Tensor, mask: torch.Tensor):
         # frames: (B, T, in_dim), mask: (B, T)
@@ -378,8 +375,6 @@ class WolofMRLPreTrainedModel(PreTrainedModel):
             init_adapter_module(module)
 
 
-
-
 class WolofMRLModel(WolofMRLPreTrainedModel):
     """Speech and text towers sharing one frozen text encoder and one Matryoshka head.
 
@@ -411,8 +406,7 @@ class WolofMRLModel(WolofMRLPreTrainedModel):
         self.speech_layers = layers
         in_dim = self.speech_tower.hidden_size * len(layers)
         if config.strategy == "fusion":
-            self.adapter = FrameAdapter(in_dim, hidden, config.adapter_stride,
-                                        getattr(config, "adapter_layers", 0))  # configs saved before it: 0
+            self.adapter = FrameAdapter(in_dim, hidden, config.adapter_stride, config.adapter_layers)
         else:
             self.adapter = DualProjection(in_dim, hidden)
         use_prompt = config.strategy == "fusion" and config.num_prompt_tokens > 0
@@ -446,19 +440,19 @@ class WolofMRLModel(WolofMRLPreTrainedModel):
             delta = load_file(delta)
         own = self.state_dict()
         unknown = sorted(set(delta) - set(own))
-        layers = getattr(self.config, "adapter_layers", 0)
+        layers = self.config.adapter_layers
+        fix = ("use the value in the delta's config_overrides.json (in training: model.builder.adapter_layers, or "
+               "the run name's _a<N>)")
         if any(k.startswith("adapter.layers.") for k in unknown):
             raise KeyError(f"delta has adapter transformer layers (adapter.layers.*) and this model's config has "
-                           f"adapter_layers={layers}: use the value in the delta's config_overrides.json (in "
-                           f"training: model.builder.adapter_layers, or the run name's _a<N>)")
+                           f"adapter_layers={layers}: {fix}")
         if unknown:
             raise KeyError(f"delta has parameters this model does not: {unknown[:5]} (built for another config?)")
         missing = sorted(k for k in own if k.startswith("adapter.layers.") and k not in delta)
         if missing and any(k.startswith("adapter.") for k in delta):  # a speech delta, but not for this adapter
             raise ValueError(f"delta trains the adapter without its {layers} transformer layer(s) ({missing[0]} "
                              f"and {len(missing) - 1} more are missing): it was trained with another adapter_layers; "
-                             f"use the value in the delta's config_overrides.json (in training: "
-                             f"model.builder.adapter_layers, or the run name's _a<N>)")
+                             f"{fix}")
         for name, value in delta.items():
             if own[name].shape != value.shape:
                 raise ValueError(f"delta {name}: shape {tuple(value.shape)} != model {tuple(own[name].shape)}")

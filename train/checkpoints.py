@@ -108,8 +108,7 @@ def checkpoint_state(path: Path, identity: dict, config: dict | None = None) -> 
             raise ResumeError(
                 f"checkpoint {path} was written with {key}={old_config[key]!r} but this run has {key}={value!r}; "
                 f"only the step budget and run hygiene ({', '.join(sorted(MAY_CHANGE_ON_RESUME))}) may change on "
-                f"resume: resume with --set {shlex.quote(f'{key}={json.dumps(old_config[key])}')} or start over with "
-                f"--resume none")
+                f"resume: resume with {_set_arg(key, json.dumps(old_config[key]))} or start over with --resume none")
     for name, digest in state.get("files", {}).items():
         file = path / name
         if not file.is_file() or _sha256(file) != digest:
@@ -122,7 +121,12 @@ def _how_to_set(key: str, value) -> str:
         return f"launch {value} processes, e.g. torchrun --nproc_per_node {value}"
     if key == "data":
         return f"the data the checkpoint was trained on: {value}"
-    return f"--set {shlex.quote(f'{key}={json.dumps(value) if isinstance(value, (dict, list)) else value}')}"
+    return _set_arg(key, json.dumps(value) if isinstance(value, (dict, list)) else value)
+
+
+def _set_arg(key: str, text) -> str:
+    """`--set key=text`, quoted for a shell when it needs it (JSON values hold spaces and braces)."""
+    return f"--set {shlex.quote(f'{key}={text}')}"
 
 
 def adapt_processes(state: dict, processes: int, log) -> dict:

@@ -52,14 +52,14 @@ def check_out(out: Path) -> None:
 
 
 def run_config(run: Path) -> TrainConfig:
-    """The config the run logged in its `start` event (the last accepted one: a resumed run logs one per start).
+    """The config the run logged in its `start` event (the last one: each accepted attempt, a resume too, logs one).
 
     Raises:
         FileNotFoundError: no log.jsonl; ValueError: no start event."""
     log = run / "log.jsonl"
     if not log.is_file():
         raise FileNotFoundError(f"--run {run}: no log.jsonl; pass a train/train.py output_dir")
-    starts = accepted_starts(log)  # a refused resume's start is not the run's
+    starts = accepted_starts(log)
     if not starts:
         raise ValueError(f"{log}: no start event; the run never started")
     known = {f.name for f in dataclasses.fields(TrainConfig)}

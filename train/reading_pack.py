@@ -84,6 +84,12 @@ def stripped_delta(delta: Path, base: dict) -> tuple[bytes, list[str]]:
     return save(kept, metadata=metadata(delta / "delta.safetensors")), same
 
 
+def tar_bytes(group: list[tuple[str, bytes]]) -> int:
+    """An upper bound of what `group`'s files take in a tar: a header and 512-byte blocks per file, + room for a long
+    name's extra header."""
+    return sum(1536 + -(-len(d) // 512) * 512 for _, d in group)
+
+
 def pack(root: Path, out: Path) -> list[Path]:
     """The tar of `root`'s runs, split into pieces in `out`, + reading.manifest.
 
@@ -117,22 +123,23 @@ def pack(root: Path, out: Path) -> list[Path]:
             for extra in sorted((run / "delta").glob("*")):
                 if extra.name != "delta.safetensors":
                     add(results, extra, extra.read_bytes())
-        best = []  # an unfinished run's result (train/export.py reads it); a finished run's delta already is it
-        if (run / "best" / "best.json").is_file() and not (run / "best" / "trainable.safetensors").is_file():
-            print(f"pack: {run / 'best'} has best.json without trainable.safetensors: left out", file=sys.stderr)
-        elif (run / "best" / "best.json").is_file():
-            add(best, run / "best" / "best.json", (run / "best" / "best.json").read_bytes())
-            add(best, run / "best" / "trainable.safetensors", fp16_bytes(run / "best" / "trainable.safetensors"))
+        continues = checkpoint is not None and (not done or not run.name.startswith(("align_", "text_")))
+        # the best parameters: an unfinished run's result (train/export.py reads them), or the keep-best state
+        # that goes with a checkpoint that continues; a finished run's delta already is them
+        best = []
+        if (not done or continues) and (run / "best" / "best.json").is_file():
+            if (run / "best" / "trainable.safetensors").is_file():
+                add(best, run / "best" / "best.json", (run / "best" / "best.json").read_bytes())
+                add(best, run / "best" / "trainable.safetensors", fp16_bytes(run / "best" / "trainable.safetensors"))
+            else:
+                print(f"pack: {run / 'best'} has best.json without trainable.safetensors: left out", file=sys.stderr)
         if not done:
             results += best
-        if checkpoint is not None and (not done or not run.name.startswith(("align_", "text_"))):
-            group = [] if not done else best  # keep-best state goes with a checkpoint that continues
+        if continues:
+            group = [] if not done else best
             for f in sorted(checkpoint.iterdir()):
                 add(group, f, f.read_bytes())
             (resumable if not done else optional).append((str(checkpoint.relative_to(root)), group))
-    def tar_bytes(group) -> int:  # a header and 512-byte blocks per file, + room for a long name's extra header
-        return sum(1536 + -(-len(d) // 512) * 512 for _, d in group)
-
     budget = MAX_PIECES * PIECE - 2 * 10240  # less the end blocks and the last record's padding
     used = tar_bytes(results)
     if used > budget:
