@@ -48,6 +48,14 @@ class WolofMRLConfig(PretrainedConfig):
             trained before it existed) keeps the adapter linear: Linear -> Conv1d. Context lets a token-level
             reading loss map a few frames onto a subword (speech-LLM adapters are likewise small transformers,
             e.g. Qwen-Audio's and SALMONN's).
+        speech_lora_rank (`int`): rank of LoRA updates (Hu et al., 2021, arXiv:2106.09685) added to the frozen Whisper
+            encoder's attention and feed-forward projections (q/k/v/out_proj, fc1, fc2), trained with the adapter.
+            0 (the default, and every delta trained before it existed) leaves the speech encoder as shipped. The
+            delta then holds only the low-rank factors (rank 16 on Whisper base's 6 layers: 0.88 M parameters,
+            1.8 MB in fp16), never the encoder itself.
+        speech_lora_alpha (`float` or `None`): LoRA scaling numerator (update = B A x * alpha / rank); `None` = the
+            rank (scaling 1).
+        speech_lora_layers (`int`): how many of the speech encoder's top layers get LoRA; 0 = all of them.
         num_prompt_tokens (`int`): learned soft-prompt vectors placed before the speech tokens (fusion).
         fusion_prefix_ids / fusion_suffix_ids (`list[int]`): frozen text-token ids around the speech tokens
             (fusion), e.g. the ids of ``"<s> query:"`` and ``"</s>"``, so speech enters the text model the way a
@@ -72,6 +80,9 @@ class WolofMRLConfig(PretrainedConfig):
         speech_layers: list[int] | None = None,
         adapter_stride: int = 4,
         adapter_layers: int = 0,
+        speech_lora_rank: int = 0,
+        speech_lora_alpha: float | None = None,
+        speech_lora_layers: int = 0,
         num_prompt_tokens: int = 0,
         fusion_prefix_ids: list[int] | None = None,
         fusion_suffix_ids: list[int] | None = None,
@@ -105,11 +116,29 @@ class WolofMRLConfig(PretrainedConfig):
         if adapter_layers and strategy != "fusion":
             raise ValueError(f"adapter_layers={adapter_layers} is for strategy='fusion' (transformer layers over its "
                              f"speech tokens); strategy={strategy!r} takes adapter_layers=0")
+        for name, value, zero in (("speech_lora_rank", speech_lora_rank, "no LoRA"),
+                                  ("speech_lora_layers", speech_lora_layers, "every layer")):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be a whole number >= 0 (0 = {zero}), got {value!r}")
+        if speech_lora_alpha is not None and (isinstance(speech_lora_alpha, bool)
+                                              or not isinstance(speech_lora_alpha, (int, float))
+                                              or not speech_lora_alpha > 0):
+            raise ValueError(f"speech_lora_alpha must be a number > 0 or None (= the rank), got {speech_lora_alpha!r}")
+        if speech_lora_rank and self.speech_config.model_type != "whisper":
+            raise ValueError(f"speech_lora_rank={speech_lora_rank} needs a Whisper speech encoder (its q/k/v/out_proj, "
+                             f"fc1, fc2); this speech_config is {self.speech_config.model_type!r}: set speech_lora_rank=0")
+        layers_there = getattr(self.speech_config, "encoder_layers", 0)
+        if speech_lora_rank and speech_lora_layers > layers_there:
+            raise ValueError(f"speech_lora_layers={speech_lora_layers} exceeds the speech encoder's {layers_there} "
+                             f"layers: use 1..{layers_there}, or 0 for all")
         self.strategy = strategy
         self.matryoshka_dims = sorted({int(d) for d in dims}, reverse=True)
         self.speech_layers = None if speech_layers is None else [int(i) for i in speech_layers]
         self.adapter_stride = int(adapter_stride)
         self.adapter_layers = int(adapter_layers)
+        self.speech_lora_rank = int(speech_lora_rank)
+        self.speech_lora_alpha = None if speech_lora_alpha is None else float(speech_lora_alpha)
+        self.speech_lora_layers = int(speech_lora_layers)
         self.num_prompt_tokens = int(num_prompt_tokens)
         self.fusion_prefix_ids = list(fusion_prefix_ids or [])
         self.fusion_suffix_ids = list(fusion_suffix_ids or [])

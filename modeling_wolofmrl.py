@@ -235,6 +235,58 @@ class SpeechTower(nn.Module):
         return states, frame_mask
 
 
+SPEECH_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")  # Whisper encoder layer Linears
+
+
+class LoRA(nn.Module):
+    """A low-rank update of a frozen Linear (Hu et al., 2021, LoRA, arXiv:2106.09685): x (..., in) -> (..., out) =
+    x A^T B^T * alpha / rank. A is Kaiming-uniform and B zero at init (peft's defaults), so a fresh LoRA changes
+    nothing. Inside the Whisper encoder (a PreTrainedModel of its own, whose `_init_weights` transformers calls for
+    its submodules) a factor missing from a checkpoint is reset by `WolofMRLPreTrainedModel.from_pretrained`."""
+
+    is_speech_lora = True
+
+    def __init__(self, in_features: int, out_features: int, rank: int, alpha: float):
+        super().__init__()
+        self.A = nn.Parameter(torch.empty(rank, in_features))
+        self.B = nn.Parameter(torch.empty(out_features, rank))
+        self.scaling = alpha / rank
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        nn.init.kaiming_uniform_(self.A, a=math.sqrt(5))
+        nn.init.zeros_(self.B)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(F.linear(x.to(self.A.dtype), self.A), self.B).mul(self.scaling).to(x.dtype)
+
+
+class LoRALinear(nn.Linear):
+    """An nn.Linear with a `lora` child added to its output. The Linear keeps its own parameter names (weight, bias),
+    so the backbone's checkpoint loads unchanged; the delta adds `<name>.lora.A` and `<name>.lora.B`."""
+
+    lora: LoRA
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x) + self.lora(x)
+
+
+def attach_speech_lora(tower: "SpeechTower", rank: int, alpha: float | None, top_layers: int = 0) -> list[str]:
+    """Give the Linears named in `SPEECH_LORA_TARGETS` of the Whisper encoder's top `top_layers` layers (0 = all) a
+    LoRA update of `rank` (alpha None = rank). Returns the names of the wrapped Linears, relative to the encoder."""
+    layers = tower.encoder.layers
+    first = len(layers) - top_layers if top_layers else 0
+    wrapped = []
+    for index in range(first, len(layers)):
+        for name, module in layers[index].named_modules():
+            if name.rsplit(".", 1)[-1] in SPEECH_LORA_TARGETS and type(module) is nn.Linear:
+                module.__class__ = LoRALinear
+                module.lora = LoRA(module.in_features, module.out_features, rank, float(alpha or rank)).to(
+                    module.weight.device)
+                wrapped.append(f"layers.{index}.{name}")
+    return wrapped
+
+
 def init_adapter_module(sub: nn.Module) -> None:
     """A fresh part of the adapter's transformer layers (`is_adapter_part`, which transformers initialises module by
     module when a checkpoint lacks it): Linear N(0, 0.02), LayerNorm 1/0, attention input projection Xavier; biases
@@ -353,6 +405,12 @@ class WolofMRLPreTrainedModel(PreTrainedModel):
         ignore_sizes = kwargs.pop("ignore_mismatched_sizes", False)  # ours to report, with the tensors' names
         model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True,
                                               ignore_mismatched_sizes=True, **kwargs)
+        fresh = set(info.get("missing_keys", ())) | {k[0] if isinstance(k, tuple) else k
+                                                     for k in info.get("mismatched_keys", ())}
+        with torch.no_grad():  # LoRA factors the folder lacks: transformers leaves them as uninitialised memory
+            for name, module in model.named_modules():
+                if getattr(module, "is_speech_lora", False) and {f"{name}.A", f"{name}.B"} & fresh:
+                    module.reset_parameters()
         if ignore_sizes:
             info = {**info, "mismatched_keys": set()}
         if strict_weights:
@@ -395,6 +453,9 @@ class WolofMRLModel(WolofMRLPreTrainedModel):
     def __init__(self, config: WolofMRLConfig):
         super().__init__(config)
         self.speech_tower = SpeechTower(config.speech_config)
+        if config.speech_lora_rank:
+            attach_speech_lora(self.speech_tower, config.speech_lora_rank, config.speech_lora_alpha,
+                               config.speech_lora_layers)
         self.text_model = AutoModel.from_config(config.text_config, add_pooling_layer=False) if config.text_config.model_type in (
             "bert", "roberta", "xlm-roberta") else AutoModel.from_config(config.text_config)
         hidden = config.text_config.hidden_size
@@ -421,8 +482,14 @@ class WolofMRLModel(WolofMRLPreTrainedModel):
     def apply_freezing(self):
         if self.config.freeze_speech_encoder:
             self.speech_tower.requires_grad_(False)
+            for module in self.speech_lora_modules():  # the LoRA updates train; the encoder stays as shipped
+                module.requires_grad_(True)
         if self.config.freeze_text_encoder:
             self.text_model.requires_grad_(False)
+
+    def speech_lora_modules(self) -> list[LoRA]:
+        """The speech encoder's LoRA updates (`config.speech_lora_rank`), empty without them."""
+        return [m for m in self.speech_tower.modules() if getattr(m, "is_speech_lora", False)]
 
     def trainable_parameter_names(self) -> list[str]:
         return [n for n, p in self.named_parameters() if p.requires_grad]
@@ -440,19 +507,34 @@ class WolofMRLModel(WolofMRLPreTrainedModel):
             delta = load_file(delta)
         own = self.state_dict()
         unknown = sorted(set(delta) - set(own))
-        layers = self.config.adapter_layers
-        fix = ("use the value in the delta's config_overrides.json (in training: model.builder.adapter_layers, or "
-               "the run name's _a<N>)")
-        if any(k.startswith("adapter.layers.") for k in unknown):
-            raise KeyError(f"delta has adapter transformer layers (adapter.layers.*) and this model's config has "
-                           f"adapter_layers={layers}: {fix}")
+        c = self.config
+        # config fields that add parameters: a delta trained under other values must be refused by name, not built
+        # with untrained (or missing) parts
+        parts = (("adapter transformer layers", lambda k: k.startswith("adapter.layers."), "adapter_layers",
+                  f"adapter_layers={c.adapter_layers}", "model.builder.adapter_layers, or the run name's _a<N>"),
+                 ("speech-encoder LoRA", lambda k: k.startswith("speech_tower.") and ".lora." in k,
+                  "speech_lora_rank / speech_lora_layers",
+                  f"speech_lora_rank={c.speech_lora_rank}, speech_lora_layers={c.speech_lora_layers}",
+                  "model.builder.speech_lora_rank / speech_lora_layers, or the run name's _l<R>"))
+        speech_delta = any(k.startswith("adapter.") for k in delta)
+        for what, belongs, names, fields, where in parts:
+            fix = f"use the values in the delta's config_overrides.json (in training: {where})"
+            extra = [k for k in unknown if belongs(k)]
+            if extra:
+                raise KeyError(f"delta has {what} ({extra[0]} and {len(extra) - 1} more) and this model's config "
+                               f"has {fields}: {fix}")
+            missing = sorted(k for k in own if belongs(k) and k not in delta)
+            if missing and speech_delta:  # a speech delta, but trained without these parts
+                raise ValueError(f"delta trains the adapter without this model's {what} ({fields}; {missing[0]} "
+                                 f"and {len(missing) - 1} more are missing): it was trained with another {names}; "
+                                 f"{fix}")
+            wrong = [k for k, v in delta.items() if belongs(k) and k in own and own[k].shape != v.shape]
+            if wrong:
+                raise ValueError(f"delta {wrong[0]}: shape {tuple(delta[wrong[0]].shape)} != model "
+                                 f"{tuple(own[wrong[0]].shape)}: the {what} were trained with another {names} "
+                                 f"(this model: {fields}); {fix}")
         if unknown:
             raise KeyError(f"delta has parameters this model does not: {unknown[:5]} (built for another config?)")
-        missing = sorted(k for k in own if k.startswith("adapter.layers.") and k not in delta)
-        if missing and any(k.startswith("adapter.") for k in delta):  # a speech delta, but not for this adapter
-            raise ValueError(f"delta trains the adapter without its {layers} transformer layer(s) ({missing[0]} "
-                             f"and {len(missing) - 1} more are missing): it was trained with another adapter_layers; "
-                             f"{fix}")
         for name, value in delta.items():
             if own[name].shape != value.shape:
                 raise ValueError(f"delta {name}: shape {tuple(value.shape)} != model {tuple(own[name].shape)}")

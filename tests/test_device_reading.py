@@ -57,3 +57,12 @@ def test_chain_from_a_committed_phase_1_runs_phase_2_only(tmp_path):
     sets = calls[0]["sets"]
     assert sets["init_delta"] == "weights/wolofmrl-fusion-read" and sets["ctc_weight"] == "0"
     assert "model.builder.adapter_layers" not in sets and sets["output_dir"] == "runs/reading/dual_s0"
+
+
+def test_chain_run_name_lora_reaches_both_phases(tmp_path):
+    """_l<R>: a rank-R LoRA in the speech encoder, in phase 1 and phase 2 alike (phase 2's init_delta holds it)."""
+    calls = chain(tmp_path, "fusion_ctc_l16", STEPS="2")
+    assert len(calls) == 2
+    for c in calls:
+        assert c["sets"]["model.builder.speech_lora_rank"] == "16" and "model.builder.adapter_layers" not in c["sets"]
+    assert calls[0]["sets"]["output_dir"] == "runs/reading/align_fusion_ctc_l16_s0"

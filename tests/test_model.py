@@ -71,6 +71,81 @@ def test_transformer_adapter_is_batch_invariant_trains_and_round_trips(waves, tm
     model.load_delta({"text_head.bias": linear.text_head.bias.detach()})  # a delta without the adapter still loads
 
 
+def test_speech_lora_starts_as_the_shipped_encoder_trains_alone_and_round_trips(waves, tmp_path):
+    """speech_lora_rank > 0: LoRA factors in the Whisper encoder's q/k/v/out_proj, fc1, fc2. A fresh LoRA leaves every
+    embedding as without it (B = 0); only its factors train beside the adapter (the encoder's own weights stay
+    frozen and out of the delta); once trained they change the embedding and save / from_pretrained / load_delta
+    restore them; a delta and a config that disagree on the LoRA are refused naming the fields."""
+    from modeling_wolofmrl import WolofMRLModel
+
+    plain, processor = tiny_model("fusion", seed=3)
+    model, _ = tiny_model("fusion", seed=3, speech_lora_rank=4, speech_lora_layers=1)
+    model.load_state_dict(plain.state_dict(), strict=False)  # same backbone and adapter as `plain`
+    batch = processor(audio=waves, sampling_rate=16000)
+    with torch.no_grad():
+        torch.testing.assert_close(model.get_speech_embeddings(**batch), plain.get_speech_embeddings(**batch))
+    names = model.trainable_parameter_names()
+    lora = [n for n in names if ".lora." in n]
+    layers = model.config.speech_config.encoder_layers
+    assert len(lora) == 2 * 6 and all(n.startswith(f"speech_tower.encoder.layers.{layers - 1}.") for n in lora)
+    assert not any(n.startswith("speech_tower.") and ".lora." not in n for n in names)
+    assert set(lora) <= set(model.delta_state_dict())
+    # one optimiser step on the LoRA alone moves the embedding
+    model.train()
+    opt = torch.optim.SGD([p for n, p in model.named_parameters() if ".lora." in n], lr=1.0)
+    before = model.encode_speech(**{k: batch[k] for k in ("input_features", "attention_mask")})
+    before.pow(2).sum().backward()
+    opt.step()
+    model.eval()
+    with torch.no_grad():
+        trained = model.get_speech_embeddings(**batch)
+    assert (trained * plain.get_speech_embeddings(**batch)).sum(-1).min().item() < 0.9999
+    model.save_pretrained(tmp_path)
+    loaded = WolofMRLModel.from_pretrained(tmp_path).eval()
+    assert loaded.config.speech_lora_rank == 4 and loaded.trainable_parameter_names() == names
+    fresh, _ = tiny_model("fusion", seed=3, speech_lora_rank=4, speech_lora_layers=1)
+    fresh.load_state_dict(plain.state_dict(), strict=False)
+    fresh.load_delta(model.delta_state_dict(dtype=None))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.get_speech_embeddings(**batch), trained)
+        torch.testing.assert_close(fresh.get_speech_embeddings(**batch), trained)
+    with pytest.raises(KeyError, match="speech_lora_rank=0"):
+        plain.load_delta(model.delta_state_dict())
+    with pytest.raises(ValueError, match="another speech_lora_rank"):
+        model.load_delta(plain.delta_state_dict())
+    other, _ = tiny_model("fusion", speech_lora_rank=2, speech_lora_layers=1)
+    with pytest.raises(ValueError, match="another speech_lora_rank.*speech_lora_rank=2"):
+        other.load_delta(model.delta_state_dict())
+    for bad in ({"speech_lora_rank": -1}, {"speech_lora_rank": 1.5}, {"speech_lora_rank": True},
+                {"speech_lora_rank": 2, "speech_lora_alpha": 0}, {"speech_lora_rank": 2, "speech_lora_layers": 99}):
+        with pytest.raises(ValueError, match="speech_lora"):
+            tiny_model("fusion", **bad)
+    with pytest.raises(ValueError, match="needs a Whisper speech encoder"):
+        tiny_model("fusion", "wav2vec2", "bert", speech_lora_rank=2)
+
+
+def test_speech_lora_missing_from_a_checkpoint_is_initialised_to_no_change(tmp_path):
+    """strict_weights=False with a config asking for a LoRA the weights lack: the factors are initialised (B = 0,
+    A finite), so the encoder is the shipped one, never uninitialised memory."""
+    import json
+
+    from modeling_wolofmrl import WolofMRLModel
+
+    model, processor = tiny_model("fusion")
+    model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "speech_lora_rank": 2}))
+    loaded = WolofMRLModel.from_pretrained(tmp_path, strict_weights=False).eval()
+    factors = loaded.speech_lora_modules()
+    assert len(factors) == 6 * loaded.config.speech_config.encoder_layers
+    for f in factors:
+        assert torch.isfinite(f.A).all() and f.A.abs().max() > 0 and f.B.abs().max() == 0
+    waves = synthetic_waves(2, seed=4)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.get_speech_embeddings(**processor(audio=waves, sampling_rate=16000)),
+                                   model.get_speech_embeddings(**processor(audio=waves, sampling_rate=16000)))
+
+
 def test_transformer_adapter_fast_path_leaves_no_nan_in_padded_rows():
     """Several heads (the inference fast path of nn.TransformerEncoderLayer) and a clip with no frames beside one
     with frames: every output is finite, padded tokens are 0, and the real clip is unchanged by the padded one."""

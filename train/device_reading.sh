@@ -24,7 +24,8 @@
 # the runs in the background; finished phases are skipped, unfinished ones resume), wait [SECONDS] (progress until
 # the runs end or SECONDS pass), pack (-> $OUT: reading.tar.part-* of 15 MiB + reading.manifest), resume (unpack).
 # Env: STEPS (per phase, default 4000; a larger value later continues the same runs), STEPS1 (phase 1's, default
-# STEPS), RUNS (<strategy>[_ctc][_a<N>]: _ctc the reading loss, _a<N> N transformer layers in the fusion adapter;
+# STEPS), RUNS (<strategy>[_ctc][_a<N>][_l<R>]: _ctc the reading loss, _a<N> N transformer layers in the fusion
+# adapter, _l<R> a rank-R LoRA in the speech encoder;
 # several `train` calls may each set their own env, e.g. PHASE1_FROM for one of them), WORKERS, SESSION_MINUTES
 # (training stops this many minutes after `train` was called, leaving time to pack), SEED, EVAL_EVERY,
 # PHASE1_FROM (a delta folder, e.g. weights/wolofmrl-fusion-read: every run skips phase 1 and starts phase 2 there),
@@ -41,7 +42,7 @@ TEXT_CORPUS=${TEXT_CORPUS:-/tmp/text_corpus}
 ROOT=runs/reading
 STEPS=${STEPS:-4000}
 SEED=${SEED:-0}
-RUNS=${RUNS:-"fusion_ctc fusion dual_ctc"}   # <strategy>[_ctc][_a<N>]
+RUNS=${RUNS:-"fusion_ctc fusion dual_ctc"}   # <strategy>[_ctc][_a<N>][_l<R>]
 WORKERS=${WORKERS:-4}                         # loader workers per run (3 runs x 4 + 3 main processes ~ 16 cores)
 SESSION_MINUTES=${SESSION_MINUTES:-15}        # launch + this + ~3 (final evals) + pack must fit the session
 CTC_WEIGHT=${CTC_WEIGHT:-1.0}
@@ -92,14 +93,17 @@ text() {
 }
 
 chain() {  # one run in the background: phase 1 then phase 2, each stopping at the session deadline
-  # run = <strategy>[_ctc][_a<N>]: _ctc adds the reading loss, _a<N> N transformer layers in the fusion adapter
-  local run=$1 strategy=${1%%_*} deadline=$2 ctc=0 layers=0
+  # run = <strategy>[_ctc][_a<N>][_l<R>]: _ctc adds the reading loss, _a<N> N transformer layers in the fusion
+  # adapter, _l<R> a rank-R LoRA inside the speech encoder
+  local run=$1 strategy=${1%%_*} deadline=$2 ctc=0 layers=0 lora=0
   [[ "_$run" == *_ctc* ]] && ctc=$CTC_WEIGHT
   [[ "$run" =~ _a([0-9]+) ]] && layers=${BASH_REMATCH[1]}
+  [[ "$run" =~ _l([0-9]+) ]] && lora=${BASH_REMATCH[1]}
   local common=(--set "data.corpus=$CORPUS" --set "seed=$SEED" --set "ctc_weight=$ctc"
                 --set "num_workers=$WORKERS" --set save_every=200 --set "eval_every=$EVAL_EVERY" --set delta_out=null
                 --set save_model=false)
   [ "$layers" = 0 ] || common+=(--set "model.builder.adapter_layers=$layers")
+  [ "$lora" = 0 ] || common+=(--set "model.builder.speech_lora_rank=$lora")
   local phase cfg init out left steps
   for phase in 1 2; do
     local extra=()

@@ -44,6 +44,9 @@ class FlopCounter:
         self.fused_extra = len(c.fusion_prefix_ids) + len(c.fusion_suffix_ids) + (
             c.num_prompt_tokens if c.strategy == "fusion" else 0)
         self.speech_trains = not c.freeze_speech_encoder
+        # a speech LoRA (speech_lora_rank) trains inside the encoder: backward takes input gradients through it (1
+        # more forward's worth, as a text LoRA); its own weight gradients are negligible
+        self.speech_lora = bool(c.speech_lora_rank) and not self.speech_trains
         self.head_trains = cfg.stage == "text"
         # a text LoRA trains inside every layer: backward takes input gradients through the whole encoder (1 more
         # forward's worth); the adapters' own weight gradients are negligible
@@ -65,7 +68,7 @@ class FlopCounter:
             return total
         mask = batch["speech_mask"]
         b = mask.shape[0]
-        up = self.speech_trains  # is something upstream of the current module trainable?
+        up = self.speech_trains or self.speech_lora  # is something upstream of the current module trainable?
         if self.whisper:
             mel = mask.sum(1).double()
             frames = torch.ceil(mel / 2)
@@ -74,7 +77,7 @@ class FlopCounter:
         else:
             frames = torch.ceil(mask.sum(1).double() / 320)  # wav2vec2-style encoders: one frame per 20 ms
             speech = self._transformer(self.speech, frames)
-        total = speech * (1 + 2 * self.speech_trains)
+        total = speech * (1 + 2 * self.speech_trains + self.speech_lora)
         if self.strategy == "fusion":
             tokens = torch.ceil(frames / self.stride)
             adapter = 2 * self.adapter_proj * frames.sum() + 2 * self.adapter_tail * tokens.sum()

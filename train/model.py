@@ -62,7 +62,7 @@ def load_init_delta(model, path: str | None) -> dict[str, torch.Tensor]:
 
 def select_trainable(model, cfg: TrainConfig) -> list[str]:
     """Freeze everything but what the stage trains (text: the head, + LoRA adapters with `text_lora`; speech: the
-    adapter, prompt, logit scale), store frozen towers in `frozen_dtype`; returns the trainable parameter names."""
+    adapter, prompt, logit scale, + the speech encoder's LoRA with `speech_lora_rank`), store frozen towers in `frozen_dtype`; returns the trainable parameter names."""
     model.requires_grad_(False)
     if cfg.stage == "text":
         model.text_head.requires_grad_(True)
@@ -75,6 +75,8 @@ def select_trainable(model, cfg: TrainConfig) -> list[str]:
         model.logit_scale.requires_grad_(cfg.train_logit_scale)
         if not model.config.freeze_speech_encoder:  # variant: fine-tune the speech encoder too
             model.speech_tower.requires_grad_(True)
+        for lora in model.speech_lora_modules():  # speech_lora_rank: low-rank updates inside the frozen encoder
+            lora.requires_grad_(True)
     # trainable modules have no dropout or batch norm; frozen backbones run in eval mode (deterministic, and
     # GradCache's second forward then equals the first)
     model.eval()
