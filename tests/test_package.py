@@ -110,6 +110,52 @@ def test_save_reload_in_a_fresh_folder_gives_identical_outputs(loaded, clips, tm
     np.testing.assert_allclose(np.load(tmp_path / "out.npy"), torch.cat([s, t]).numpy(), atol=1e-5)
 
 
+def test_builder_applies_a_speech_lora_delta(loaded, clips, tmp_path):
+    """A delta trained with speech_lora_rank (the converted Whisper base beneath, unchanged): the built folder loads
+    through AutoModel with the factors from the delta, the encoder's own weights are the backbone's, and the LoRA
+    changes the speech embedding (espeak-ng French, synthetic) but not the text one."""
+    from safetensors.torch import save_file
+    from transformers import AutoModel
+
+    from wolofmrl.build import assemble, build
+
+    model, processor = loaded
+    lora, _ = assemble(speech="whisper-base", text="multilingual-e5-small", strategy="fusion",
+                       speech_lora_rank=4, speech_lora_layers=2)
+    trainable = lora.delta_state_dict()
+    names = [k for k in trainable if ".lora." in k]
+    assert len(names) == 2 * 6 * 2 and all(".layers.4." in k or ".layers.5." in k for k in names)
+    generator = torch.Generator().manual_seed(0)
+    delta = {k: 0.05 * torch.randn(v.shape, generator=generator) for k, v in trainable.items()}
+    (tmp_path / "delta").mkdir()
+    save_file(delta, tmp_path / "delta" / "delta.safetensors")
+    (tmp_path / "delta" / "config_overrides.json").write_text(json.dumps(
+        {"strategy": "fusion", "speech_lora_rank": 4, "speech_lora_layers": 2}))
+    out = build(tmp_path / "lora", speech="whisper-base", text="multilingual-e5-small", strategy="fusion",
+                delta=tmp_path / "delta")
+    rebuilt = AutoModel.from_pretrained(out, trust_remote_code=True).eval()
+    q = "speech_tower.encoder.layers.5.self_attn.q_proj"
+    own = dict(rebuilt.named_parameters())
+    torch.testing.assert_close(own[f"{q}.lora.B"], delta[f"{q}.lora.B"], atol=1e-4, rtol=1e-3)  # as saved
+    torch.testing.assert_close(own[f"{q}.weight"], dict(model.named_parameters())[f"{q}.weight"])
+    with torch.no_grad():
+        audio = processor(audio=clips[0], sampling_rate=16000)
+        model_copy = AutoModel.from_pretrained(out, trust_remote_code=True).eval()
+        for module in model_copy.speech_lora_modules():  # the same model with its LoRA switched off
+            module.B.zero_()
+        with_lora = rebuilt.get_speech_embeddings(**audio)
+        without = model_copy.get_speech_embeddings(**audio)
+        text = processor(text=["Bonjour"])
+        torch.testing.assert_close(rebuilt.get_text_embeddings(**text), model_copy.get_text_embeddings(**text))
+    assert (with_lora * without).sum().item() < 0.999
+    # the same delta under a config without the LoRA: one line naming the fields, no folder
+    (tmp_path / "delta" / "config_overrides.json").write_text(json.dumps({"strategy": "fusion"}))
+    with pytest.raises(ValueError, match="speech_lora_rank=0"):
+        build(tmp_path / "no-lora", speech="whisper-base", text="multilingual-e5-small", strategy="fusion",
+              delta=tmp_path / "delta")
+    assert not (tmp_path / "no-lora").exists()
+
+
 def test_builder_applies_a_delta(loaded, tmp_path):
     """A delta folder (what training writes) changes exactly the trainable weights of the built model."""
     from safetensors.torch import save_file

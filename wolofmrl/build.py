@@ -149,6 +149,8 @@ def assemble(speech: str = "whisper-base", text: str = "multilingual-e5-small", 
     speech_state = AutoModel.from_pretrained(speech_dir).state_dict()
     if config.speech_config.model_type == "whisper":  # WhisperModel: keep the encoder's weights only
         speech_state = {k[len("encoder."):]: v for k, v in speech_state.items() if k.startswith("encoder.")}
+    # speech_lora_rank: the LoRA factors are this model's, on top of the backbone (fresh: no change; the delta's next)
+    speech_state.update({k: v for k, v in model.speech_tower.encoder.state_dict().items() if ".lora." in k})
     load_exact(model.speech_tower.encoder, speech_state, f"backbone {speech_dir}")
     pooler_free = {"add_pooling_layer": False} if fields["text_add_pooling_layer"] is False else {}
     text_state = AutoModel.from_pretrained(text_dir, **pooler_free).state_dict()
