@@ -4,6 +4,7 @@ counted, greedy decoding round-trips; a run with ctc_weight > 0 logs CER and hou
 refuses another change, and its state survives the piecewise pack of train/device_reading.sh."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -221,3 +222,41 @@ def test_export_of_a_reading_run_carries_its_ctc_head(tmp_path):
         assert set(mine) == set(theirs), name
         for key in theirs:
             torch.testing.assert_close(mine[key].float(), theirs[key].float(), rtol=0, atol=0)
+
+
+def test_device_pack_is_sent_over_as_many_calls_as_it_needs(tmp_path, monkeypatch):
+    """device_reading.sh pack packs once and sends what one device call returns (64 MiB: SEND_BYTES here scaled
+    down); `send` on the next call sends the pieces still to come, the same bytes (a second pack would differ: the
+    logs grow), and unpack rebuilds the runs from the two calls' files."""
+    import shutil
+
+    import train.reading_pack as rp
+
+    root = tmp_path / "runs" / "reading"
+    train(run_cfg(root / "fusion_ctc_s0"))
+    monkeypatch.setattr(rp, "PIECE", 96 * 1024)
+    packed = tmp_path / "packed"
+    pieces = rp.pack(root, packed)
+    assert len(pieces) >= 3
+    repo = tmp_path / "repo"
+    (repo / "train").mkdir(parents=True)
+    shutil.copy(Path(rp.__file__).parent / "device_reading.sh", repo / "train")
+    limit = str(2 * 96 * 1024 + 8192)  # the manifest and two pieces a call
+    calls = []
+    for i in range(len(pieces)):
+        out = tmp_path / f"out{i}"
+        done = subprocess.run(["bash", "train/device_reading.sh", "send"], cwd=repo, capture_output=True, text=True,
+                              env={**os.environ, "PACKED": str(packed), "OUT": str(out), "SEND_BYTES": limit},
+                              timeout=60)
+        assert done.returncode == 0, done.stdout + done.stderr
+        calls.append((out, done.stdout))
+        if "every piece sent" in done.stdout:
+            break
+    assert "still to come" in calls[0][1] and "every piece sent" in calls[-1][1]
+    sent = [p.name for out, _ in calls for p in sorted(out.glob("reading.tar.part-*"))]
+    assert sorted(sent) == sorted(p.name for p in pieces) and len(sent) == len(set(sent))  # each piece once
+    assert all(sum(f.stat().st_size for f in out.iterdir()) <= int(limit) for out, _ in calls)
+    stage, other = tmp_path / "stage", tmp_path / "next"
+    results = [rp.unpack(out, other, stage) for out, _ in calls]
+    assert results[-1] and not any(results[:-1])
+    assert (other / "fusion_ctc_s0" / "delta" / "delta.safetensors").is_file()

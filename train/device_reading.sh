@@ -22,7 +22,8 @@
 # Steps: synth (espeak-ng corpus, train/device_speech_corpus.sh; SAMPLE_EVERY / MAX_HOURS pass through; rerun
 # resumes), text (stage 1 head || head+LoRA, the better on SENTENCE-only dev -> runs/reading/text), train (launch
 # the runs in the background; finished phases are skipped, unfinished ones resume), wait [SECONDS] (progress until
-# the runs end or SECONDS pass), pack (-> $OUT: reading.tar.part-* of 15 MiB + reading.manifest), resume (unpack).
+# the runs end or SECONDS pass), pack (-> /tmp/reading_packed: reading.tar.part-* of 15 MiB + reading.manifest, and
+# as many of them to $OUT as one call returns: 64 MiB), send (the next pieces, next call), resume (unpack).
 # Env: STEPS (per phase, default 4000; a larger value later continues the same runs), STEPS1 (phase 1's, default
 # STEPS), RUNS (<strategy>[_ctc][_a<N>][_l<R>]: _ctc the reading loss, _a<N> N transformer layers in the fusion
 # adapter, _l<R> a rank-R LoRA in the speech encoder;
@@ -40,6 +41,8 @@ export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 OMP_NUM_
 CORPUS=${CORPUS:-/tmp/speech_corpus}
 TEXT_CORPUS=${TEXT_CORPUS:-/tmp/text_corpus}
 ROOT=runs/reading
+PACKED=${PACKED:-/tmp/reading_packed}   # pack's pieces, sent over as many calls as they need (see send)
+SEND_BYTES=${SEND_BYTES:-67108864}      # what one device call returns: 64 MiB together (8 files)
 STEPS=${STEPS:-4000}
 SEED=${SEED:-0}
 RUNS=${RUNS:-"fusion_ctc fusion dual_ctc"}   # <strategy>[_ctc][_a<N>][_l<R>]
@@ -183,10 +186,30 @@ wait_runs() {  # SECONDS: until every launched run has ended or SECONDS have pas
   tail -3 "$LOGS"/chain_*.log 2>/dev/null
 }
 
-pack() {
+pack() {  # pack once into $PACKED (it survives between calls on a warm machine), then send what one call returns
   for pid in "$LOGS"/*.pid; do [ -f "$pid" ] && kill -0 "$(cat "$pid")" 2>/dev/null && echo "warning: $pid still runs; pack holds its last checkpoint"; done
-  python3 train/reading_pack.py pack --root "$ROOT" --out "${OUT:-/tmp/reading_out}"
-  ls -la "${OUT:-/tmp/reading_out}"
+  rm -rf "$PACKED" && python3 train/reading_pack.py pack --root "$ROOT" --out "$PACKED" && send
+}
+send() {  # copy to $OUT the manifest + the pieces not yet sent, as far as one call returns (8 files, 64 MiB together)
+  local dest=${OUT:-/tmp/reading_send} f size used files=1 left=()
+  [ -f "$PACKED/reading.manifest" ] || { echo "send: nothing packed in $PACKED: run pack first" >&2; return 1; }
+  mkdir -p "$dest" && cp "$PACKED/reading.manifest" "$dest/"
+  used=$(stat -c %s "$PACKED/reading.manifest")
+  for f in "$PACKED"/reading.tar.part-*; do
+    grep -qxF "$(basename "$f")" "$PACKED/sent" 2>/dev/null && continue
+    size=$(stat -c %s "$f")
+    if [ $((used + size)) -le "$SEND_BYTES" ] && [ "$files" -lt 8 ]; then
+      cp "$f" "$dest/" && basename "$f" >> "$PACKED/sent" && used=$((used + size)) && files=$((files + 1))
+    else
+      left+=("$(basename "$f")")
+    fi
+  done
+  ls -la "$dest"
+  if [ ${#left[@]} -gt 0 ]; then
+    echo "send: ${#left[@]} piece(s) still to come (${left[*]}): call \`bash train/device_reading.sh send\` next, on this machine"
+  else
+    echo "send: every piece sent"
+  fi
 }
 resume() { python3 train/reading_pack.py unpack --pieces .reading_resume --root "$ROOT"; }
 
@@ -200,6 +223,7 @@ while [ $# -gt 0 ]; do
     train) train ;;
     wait) if [[ "${1:-}" =~ ^[0-9]+$ ]]; then wait_runs "$1"; shift; else wait_runs; fi ;;
     pack) pack ;;
+    send) send ;;
     resume) resume ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
   esac

@@ -37,7 +37,7 @@ if str(ROOT) not in sys.path:
 from train.logger import accepted_starts  # noqa: E402
 
 PIECE = 15 * 1024 * 1024
-MAX_PIECES = 7  # + the manifest: the 8 files a device call may return
+MAX_PIECES = 7  # 105 MiB: two device calls' worth (64 MiB a call; train/device_reading.sh pack, then send)
 STAGE = Path("/tmp/reading_pieces")
 
 
