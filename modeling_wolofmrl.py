@@ -501,6 +501,13 @@ class WolofMRLModel(WolofMRLPreTrainedModel):
                 for n, t in self.state_dict().items() if n in keep}
 
     def load_delta(self, delta: dict[str, torch.Tensor] | str):
+        """Load a trained delta (`delta_state_dict`: tensor names -> values, or a safetensors path) over this model.
+
+        Raises:
+            KeyError / ValueError: naming `adapter_layers` or `speech_lora_rank` / `speech_lora_layers` when the delta
+                was trained under other values (it has parts this model lacks, or lacks parts it has, or other
+                shapes). `speech_lora_alpha` adds no tensor, so it cannot be checked here: the builder and training
+                take it from the delta's config_overrides.json."""
         if isinstance(delta, str):
             from safetensors.torch import load_file
 

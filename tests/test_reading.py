@@ -256,6 +256,11 @@ def test_device_pack_is_sent_over_as_many_calls_as_it_needs(tmp_path, monkeypatc
     sent = [p.name for out, _ in calls for p in sorted(out.glob("reading.tar.part-*"))]
     assert sorted(sent) == sorted(p.name for p in pieces) and len(sent) == len(set(sent))  # each piece once
     assert all(sum(f.stat().st_size for f in out.iterdir()) <= int(limit) for out, _ in calls)
+    again = tmp_path / "again"  # a piece a call did not bring back: sent again by name
+    done = subprocess.run(["bash", "train/device_reading.sh", "send"], cwd=repo, capture_output=True, text=True,
+                          env={**os.environ, "PACKED": str(packed), "OUT": str(again), "SEND_BYTES": limit,
+                               "RESEND": sent[0]}, timeout=60)
+    assert done.returncode == 0 and sorted(p.name for p in again.glob("reading.tar.part-*")) == [sent[0]]
     stage, other = tmp_path / "stage", tmp_path / "next"
     results = [rp.unpack(out, other, stage) for out, _ in calls]
     assert results[-1] and not any(results[:-1])

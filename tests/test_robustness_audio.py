@@ -299,7 +299,7 @@ def test_silence_around_a_question_is_trimmed(tiny, lead, tail):
 
 
 def test_a_clip_cut_tight_and_the_same_clip_in_silence_give_the_same_input():
-    """The margin around speech is filled to exactly pad_seconds: a question cut tight (no silence after it), with a
+    """The margin around speech is filled to exactly pad_seconds (0.05 s): a question cut tight (no silence after it), with a
     little or with minutes of silence, becomes the same samples, so every model embeds it the same (the default's
     LoRA encoder moved to cosine 0.95-0.97 when 0.05-0.1 s of silence followed a question cut tight)."""
     from processing_wolofmrl import trim_silence
@@ -308,11 +308,30 @@ def test_a_clip_cut_tight_and_the_same_clip_in_silence_give_the_same_input():
     loud = np.flatnonzero(np.abs(speech) > 0.05)
     tight = speech[loud[0]: loud[-1] + 1]  # no margin at all
     reference = trim_silence(tight)
-    assert reference.size >= tight.size + 2 * 1600 - 2 * 320  # the 0.1 s margins, less at most a 20 ms frame each
+    assert reference.size >= tight.size + 2 * 800 - 2 * 320  # the 0.05 s margins, less at most a 20 ms frame each
     for lead, tail in [(0.0, 0.05), (0.02, 0.0), (3.0, 60.0), (0.5, 0.013)]:  # leads on the 20 ms frame grid
         around = np.concatenate([np.zeros(int(lead * 16000), np.float32), tight,
                                  np.zeros(int(tail * 16000), np.float32)])
         np.testing.assert_array_equal(trim_silence(around), reference)
+
+
+def test_the_margin_fill_never_pushes_a_clip_past_the_window(tiny):
+    """A 30 s clip loud to both edges stays one 30 s window (the zero margins would make it 30.1 s: two
+    windows, two encoder passes, another embedding); a loud blip shorter than a spectrogram window gets its margins
+    like any clip, alone or in silence."""
+    from processing_wolofmrl import trim_silence
+
+    _, processor = tiny
+    rng = np.random.default_rng(0)
+    full = (0.3 * rng.standard_normal(30 * 16000)).astype(np.float32)
+    assert trim_silence(full, max_samples=30 * 16000).size == full.size
+    assert trim_silence(full).size > full.size  # without the window: margins filled
+    out = processor(audio=[full], sampling_rate=16000)
+    assert out.get("window_to_clip") is None and out["input_features"].shape[-1] == 3000
+    blip = (0.3 * rng.standard_normal(390)).astype(np.float32)
+    around = np.concatenate([np.zeros(3200, np.float32), blip, np.zeros(8000, np.float32)])
+    np.testing.assert_array_equal(trim_silence(blip), trim_silence(around))
+    assert trim_silence(blip).size >= 2 * 800
 
 
 def test_all_silence_and_short_clips_are_left_alone(tiny):

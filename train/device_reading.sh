@@ -190,13 +190,15 @@ pack() {  # pack once into $PACKED (it survives between calls on a warm machine)
   for pid in "$LOGS"/*.pid; do [ -f "$pid" ] && kill -0 "$(cat "$pid")" 2>/dev/null && echo "warning: $pid still runs; pack holds its last checkpoint"; done
   rm -rf "$PACKED" && python3 train/reading_pack.py pack --root "$ROOT" --out "$PACKED" && send
 }
-send() {  # copy to $OUT the manifest + the pieces not yet sent, as far as one call returns (8 files, 64 MiB together)
+send() {  # copy to $OUT the manifest + the pieces not yet sent, as far as one call returns (8 files, 64 MiB together);
+  # RESEND="<piece> ..." sends those pieces again (one that a call did not bring back), whatever was sent before
   local dest=${OUT:-/tmp/reading_send} f size used files=1 left=()
   [ -f "$PACKED/reading.manifest" ] || { echo "send: nothing packed in $PACKED: run pack first" >&2; return 1; }
   mkdir -p "$dest" && cp "$PACKED/reading.manifest" "$dest/"
   used=$(stat -c %s "$PACKED/reading.manifest")
   for f in "$PACKED"/reading.tar.part-*; do
-    grep -qxF "$(basename "$f")" "$PACKED/sent" 2>/dev/null && continue
+    [ -z "${RESEND:-}" ] && grep -qxF "$(basename "$f")" "$PACKED/sent" 2>/dev/null && continue
+    [ -n "${RESEND:-}" ] && [[ " $RESEND " != *" $(basename "$f") "* ]] && continue
     size=$(stat -c %s "$f")
     if [ $((used + size)) -le "$SEND_BYTES" ] && [ "$files" -lt 8 ]; then
       cp "$f" "$dest/" && basename "$f" >> "$PACKED/sent" && used=$((used + size)) && files=$((files + 1))
@@ -208,7 +210,7 @@ send() {  # copy to $OUT the manifest + the pieces not yet sent, as far as one c
   if [ ${#left[@]} -gt 0 ]; then
     echo "send: ${#left[@]} piece(s) still to come (${left[*]}): call \`bash train/device_reading.sh send\` next, on this machine"
   else
-    echo "send: every piece sent"
+    echo "send: every piece sent (a piece that did not arrive: RESEND=\"reading.tar.part-ab ...\" bash train/device_reading.sh send)"
   fi
 }
 resume() { python3 train/reading_pack.py unpack --pieces .reading_resume --root "$ROOT"; }

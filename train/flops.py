@@ -46,7 +46,10 @@ class FlopCounter:
         self.speech_trains = not c.freeze_speech_encoder
         # a speech LoRA (speech_lora_rank) trains inside the encoder: backward takes input gradients through it (1
         # more forward's worth, as a text LoRA); its own weight gradients are negligible
-        self.speech_lora = bool(c.speech_lora_rank) and not self.speech_trains
+        # (the top speech_lora_layers of them only, when set)
+        layers = c.speech_config.encoder_layers if self.whisper else 0
+        self.speech_lora = 0.0 if not c.speech_lora_rank or self.speech_trains else \
+            (c.speech_lora_layers or layers) / max(layers, 1)
         self.head_trains = cfg.stage == "text"
         # a text LoRA trains inside every layer: backward takes input gradients through the whole encoder (1 more
         # forward's worth); the adapters' own weight gradients are negligible
@@ -68,7 +71,7 @@ class FlopCounter:
             return total
         mask = batch["speech_mask"]
         b = mask.shape[0]
-        up = self.speech_trains or self.speech_lora  # is something upstream of the current module trainable?
+        up = self.speech_trains or bool(self.speech_lora)  # is something upstream of the current module trainable?
         if self.whisper:
             mel = mask.sum(1).double()
             frames = torch.ceil(mel / 2)
