@@ -59,8 +59,10 @@ def test_augmented_clips_change_each_epoch_and_features_match_the_processor():
     assert a["target"] == rows[2]["fr_text"] and a["transcript"] == rows[2]["wo_text"]
 
     _, processor = tiny_model("fusion")
-    waves = [data[(i, 0)]["wave"] for i in range(4)]
-    batched = speech_features(processor, waves, "cpu")  # the device path: one batched STFT
+    # the processor trims silence to whole-frame margins; trimming is idempotent, so prepared clips go through
+    # the processor unchanged and the device path (one batched STFT) must give its features
+    waves = processor.prepare_audio([data[(i, 0)]["wave"] for i in range(4)], sampling_rate=16000)
+    batched = speech_features(processor, waves, "cpu")
     reference = processor(audio=waves, sampling_rate=16000, return_tensors="pt")
     assert torch.equal(batched["speech_mask"], reference["attention_mask"])
     torch.testing.assert_close(batched["input_features"], reference["input_features"], atol=2e-4, rtol=0)
