@@ -453,21 +453,24 @@ def pad_features(features: list, even: bool = True, key: str = "input_features")
 
 def trim_silence(wave: np.ndarray, rate: int = SAMPLING_RATE, threshold_db: float = -40.0,
                  pad_seconds: float = 0.04, max_samples: int | None = None) -> np.ndarray:
-    """Cut leading and trailing silence: keep from the first to the last 20 ms frame whose RMS is within
-    `threshold_db` of the loudest frame's, with exactly `pad_seconds` on each side: the clip's own audio where it
-    has it, zeros where it ends sooner. Pauses inside are kept.
+    """Cut leading and trailing silence to a fixed margin. Pauses inside are kept.
 
-    A spoken question followed by seconds of silence otherwise embeds as mostly silence (mean pooling over frames)
-    and loses its passage. Training clips are synthesised with margins of about 0.05 s (`wolofmrl.curation.voice`);
-    a 0.1 s margin filled with zeros cost the default 4.9 points of unseen clean Wolof R@1 (15.7 -> 10.8, synthetic).
-    `pad_seconds` is rounded to whole 20 ms frames, so the output's frames are the input's: trimming twice gives
-    what trimming once does.
-    The margin is filled up to `pad_seconds` so that a clip embeds the same whatever silence
-    surrounds it (to the 20 ms frame grid, which starts at the clip's first sample): a model that reads (the
-    default's LoRA encoder) moved to cosine 0.95-0.97 when 0.05-0.1 s of silence was added after a question cut
-    tight. A clip that is all silence, or whose trimmed length would fall
-    under one spectrogram window, is returned unchanged. `max_samples` (the model's window, e.g. 30 s): zeros are
-    never added past it, so a clip that fits one window still does. (samples,) float32 in, (samples',) out."""
+    Keeps from the first to the last 20 ms frame whose RMS is within `threshold_db` of the loudest frame's, plus
+    exactly `pad_seconds` on each side: the clip's own audio where it has it, zeros where it ends sooner. So a clip
+    embeds the same whatever silence surrounds it: a question cut tight and the same question followed by seconds of
+    silence give the same samples (mean pooling otherwise averages in the silence; the default's LoRA speech encoder
+    moved to cosine 0.95-0.97 when 0.05-0.1 s of silence followed a question cut tight).
+
+    `pad_seconds` is rounded to whole 20 ms frames (the grid starts at the clip's first sample), so the output's
+    frames are the input's and `trim_silence(trim_silence(x)) == trim_silence(x)`. The default 0.04 s is close to the
+    ~0.05 s margins training clips are synthesised with (`wolofmrl.curation.voice`); a 0.1 s margin filled with zeros
+    cost the default 4.9 points of unseen clean Wolof R@1 (15.7 -> 10.8; synthetic speech).
+    A clip that is all silence, or whose trimmed length would fall under one spectrogram window, is returned
+    unchanged. `max_samples` (the model's window, e.g. 30 s of samples): zeros are never added past it, so a clip
+    that fits one window still does.
+
+    Args: wave (samples,) float32 at `rate` Hz. Returns (samples',) float32.
+    """
     frame = max(1, int(0.02 * rate))
     rms = _frame_rms(np.pad(wave, (0, -wave.size % frame)), rate)  # the last, partial frame counts too
     if rms.size < 2:
