@@ -20,7 +20,8 @@ Writes to --out:
     mteb/<condition>/results/<model>/<revision>/experiments/embed_dim_<d>/<Task>.json   mteb's own files
     scores.json          every metric of every (model, condition, task, source, dim), flat
     scores.md            markdown tables: clean vs hard, main score by dim, retrieval and intent metrics
-    model-index.yaml     the model card's `model-index` block (values x 100, one entry per task/source, dim in args)
+    model-index.yaml     the model card's `model-index` block of the first model (values x 100, one entry per
+                         condition/task/source, unseen sources first, dim in args)
     score_vs_dim.png     main score against embedding dim, one line per task/source
     run.json             what ran: model, revision, data, dims, skipped sources and why, seconds
 With --analysis also analysis/ (see eval/analysis.py) on the offline Wolof speech -> French text set.
@@ -195,11 +196,17 @@ def markdown(rows: list[dict], info: dict) -> str:
 
 
 def model_index(rows: list[dict], tasks: dict, model_name: str) -> str:
-    """The model card's `model-index` YAML block (MTEB convention: values x 100; dim in metric args)."""
+    """The model card's `model-index` YAML block (MTEB convention: values x 100; dim in metric args), one result
+    per (condition, task, source): the unseen-source conditions first (the headline), then clean / hard, then
+    offline. A condition other than offline is named in the dataset (`WolofMRL <task> (<source>, <condition>)`,
+    config `<condition>/<source>`), so the same task under two conditions stays two results on the Hub."""
     from huggingface_hub import EvalResult, ModelCardData
 
+    order = {c: i for i, c in enumerate(("unseen-clean", "unseen-hard", "clean", "hard", "offline"))}
     results = []
-    for r in sorted(rows, key=lambda r: (r["task"], r["source"], -r["dim"])):
+    for r in sorted(rows, key=lambda r: (order.get(r["condition"], len(order)), r["condition"], r["task"],
+                                         r["source"], -r["dim"])):
+        offline = r["condition"] == "offline"
         meta = tasks[r["task"]].metadata
         wanted = RETRIEVAL_METRICS[:4] if r["kind"] == "retrieval" else CLASSIFICATION_METRICS
         for key, name in wanted:
@@ -208,7 +215,8 @@ def model_index(rows: list[dict], tasks: dict, model_name: str) -> str:
             results.append(EvalResult(
                 task_type=meta.type, task_name=meta.name,
                 dataset_type=HUB_IDS.get(r["source"], meta.dataset["path"]),
-                dataset_name=f"WolofMRL {meta.name} ({r['source']})", dataset_config=r["source"],
+                dataset_name=f"WolofMRL {meta.name} ({r['source']}{'' if offline else ', ' + r['condition']})",
+                dataset_config=r["source"] if offline else f"{r['condition']}/{r['source']}",
                 dataset_split=r["split"], dataset_revision=meta.dataset["revision"] if r["source"].startswith(
                     "offline") else None,
                 metric_type=key, metric_name=f"{name} (dim {r['dim']})", metric_value=round(100 * r["metrics"][key], 2),
@@ -406,8 +414,9 @@ def main(argv=None):
             "skipped": {f"{c}/{n}": t.skipped for c, (_, by) in tasks.items() for n, t in by.items() if t.skipped}}
     (out / "scores.json").write_text(json.dumps(rows, indent=1))
     (out / "scores.md").write_text(markdown(rows, info))
-    head = [r for r in rows if r["model"] == next(iter(models)) and r["condition"] == next(iter(tasks))]
-    (out / "model-index.yaml").write_text(model_index(head, all_tasks, first["name"]))
+    mine = [r for r in rows if r["model"] == next(iter(models))]
+    (out / "model-index.yaml").write_text(model_index(mine, all_tasks, first["name"]))
+    head = [r for r in mine if r["condition"] == next(iter(tasks))]
     caveats = ", ".join(x for x in (data_note, "untrained adapter" if first["untrained"] else "", args.note) if x)
     plot_score_vs_dim(head, out / "score_vs_dim.png", f"{first['name']} ({next(iter(tasks))})"
                       + (f" ({caveats})" if caveats else ""))

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "eval"))
@@ -165,7 +166,16 @@ def test_run_command_writes_results(tiny_folder, fixture_data, tmp_path):
     md = (out / "scores.md").read_text()
     assert "| tiny-wolofmrl0 | offline | FrenchTextToWolofSpeechRetrieval | offline | nDCG@10 |" in md
     assert "## Clean vs hard" in md and "| offline R@1 | offline R@10 | clean R@1 | clean R@10 | hard R@1 |" in md
-    assert "model-index:" in (out / "model-index.yaml").read_text()
+    index = yaml.safe_load((out / "model-index.yaml").read_text())["model-index"][0]["results"]
+    configs = [r["dataset"]["config"] for r in index]  # every condition, offline last, each its own result
+    assert {c.split("/")[0] for c in configs} == {"offline", "clean", "hard"}
+    keys = [(r["task"]["name"], r["dataset"]["config"]) for r in index]
+    assert len(keys) == len(set(keys)) == 6 and configs[-1] == "offline"
+    clean = next(r for r in index if r["dataset"]["config"] == "clean/offline"
+                 and r["task"]["name"] == "WolofFrenchTextRetrieval")
+    expected = next(x for x in rows if (x["condition"], x["task"], x["dim"]) == ("clean", "WolofFrenchTextRetrieval", 8))
+    value = next(m["value"] for m in clean["metrics"] if m["args"]["embed_dim"] == 8 and m["type"] == "recall_at_1")
+    assert value == round(100 * expected["metrics"]["recall_at_1"], 2) and "clean" in clean["dataset"]["name"]
     assert (out / "score_vs_dim.png").stat().st_size > 0
     mteb_files = list((out / "mteb").rglob("WolofFrenchTextRetrieval.json"))
     assert len(mteb_files) == 6 and {p.parent.name for p in mteb_files} == {"embed_dim_48", "embed_dim_8"}

@@ -152,6 +152,26 @@ def test_run_prints_unseen_tables_first_and_histograms(built, tiny_folder, tmp_p
                                          "UnseenFrenchSpeechToFrenchTextRetrieval", "UnseenTextToFrenchTextRetrieval"}
     info = json.loads((out / "run.json").read_text())
     assert set(info["baselines"]) == {f"unseen-{c}/{s}" for c in ("clean", "hard") for s in ("wo", "fr-strings")}
+
+    # the model card carries them (model-index), and `make demo` prints them from the card
+    import shutil
+
+    from wolofmrl.card import write_model_card
+    from wolofmrl.demo import recorded_unseen_results
+
+    card_dir = tmp_path / "card"
+    card_dir.mkdir()
+    shutil.copy(Path(tiny_folder) / "config.json", card_dir)
+    write_model_card(card_dir, {}, eval_results=out / "model-index.yaml")
+    lines = recorded_unseen_results(card_dir, 48)
+    assert len(lines) == len({(r["task"], r["source"]) for r in rows})
+    wo = {r["condition"]: r["metrics"] for r in rows
+          if r["task"] == "UnseenWolofSpeechToFrenchTextRetrieval" and r["dim"] == 48}
+    line = next(x for x in lines if "UnseenWolofSpeechToFrenchTextRetrieval (wo)" in x)
+    for c in ("clean", "hard"):
+        m = wo[f"unseen-{c}"]
+        assert f"{c} {100 * m['recall_at_1']:5.1f} / {100 * m['recall_at_10']:5.1f}" in line
+    assert recorded_unseen_results(tmp_path / "none", 48) == []
     s = score_histograms(WolofMRLEmbedder(tiny_folder), unseen.retrieval_set(data, "dev", "wo", "hard"), 48,
                          tmp_path / "hist", "tiny-dev-wo", "tiny random model")
     assert (tmp_path / "hist" / "tiny-dev-wo.png").stat().st_size > 1000 and s["queries"] == 4

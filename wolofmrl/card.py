@@ -77,6 +77,11 @@ _ARCH = {"fusion": "Speech (Whisper encoder frames + a small trained adapter) is
                  "text model's (multilingual-e5) embedding space."}
 
 
+def _lora_note(config) -> str:
+    rank = getattr(config, "speech_lora_rank", 0)
+    return f"; the speech encoder read through a trained rank-{rank} LoRA, `speech_lora_rank`" if rank else ""
+
+
 def card_text(build_args: dict, config, delta_dir: Path | None, eval_results: str | Path | None = None) -> str:
     """The full README.md text (YAML front matter + body) of a built folder."""
     from huggingface_hub import ModelCard
@@ -117,9 +122,10 @@ Clips up to {config.max_audio_seconds:g} s each. Not a speech recogniser or tran
 
 ## Limitations: synthetic speech
 
-**All training and evaluation audio so far is synthetic** (espeak-ng and Kokoro TTS voices reading Wolof and
-French text), not Wolof speakers. Every score on this card rests on synthetic speech; nothing here measures real
-Wolof speakers, accents, spontaneous speech or noise beyond the simulated conditions. The text is software-UI and
+**All training audio and all Wolof evaluation audio so far is synthetic** (espeak-ng, MBROLA and Kokoro TTS voices
+reading Wolof and French text), not Wolof speakers. Every score on this card rests on synthetic speech except
+RecordedWordRetrieval (isolated words in seven other languages spoken by people, Debian's `qabcs-data`); nothing
+here measures real Wolof speakers, accents, spontaneous speech or noise beyond the simulated conditions. The text is software-UI and
 reference register (Debian gettext catalogs, MediaWiki messages, the UDHR, a dictionary, proverbs).
 
 ## Training
@@ -127,7 +133,7 @@ reference register (Debian gettext catalogs, MediaWiki messages, the UDHR, a dic
 {_training_summary(delta_dir)}
 
 Loss: symmetric InfoNCE over in-batch negatives summed over the Matryoshka dims. Backbones:
-{", ".join(f"`{b}`" for b in data.base_model)} (frozen).
+{", ".join(f"`{b}`" for b in data.base_model)} (frozen{_lora_note(config)}).
 """
     return ModelCard.from_template(data, template_str="---\n{{ card_data }}\n---\n" + body).content
 

@@ -38,6 +38,30 @@ def recall_at_1(speech: torch.Tensor, text: torch.Tensor, dim: int) -> float:
     return score_matrix_metrics(scores, [[i] for i in range(len(scores))], ks=(1,))["recall_at_1"]
 
 
+def recorded_unseen_results(model_dir: str | Path, dim: int) -> list[str]:
+    """The unseen-source results that `eval/run.py` recorded for this model, as printable lines, from the
+    `model-index` of the folder's model card (README.md; the builder copies it from the delta's
+    `model-index.yaml`): per task / source, R@1 / R@10 x 100 at `dim`, clean and hard. [] when the card has none.
+    These are read, not re-measured (the benchmark takes ~20 min on 2 CPU cores)."""
+    card = Path(model_dir) / "README.md"
+    if not card.is_file():
+        return []
+    from huggingface_hub import ModelCard
+
+    found: dict[tuple[str, str], dict[str, float]] = {}
+    for r in ModelCard.load(card).data.eval_results or []:
+        condition, _, source = (r.dataset_config or "").partition("/")
+        if condition.startswith("unseen-") and (r.metric_args or {}).get("embed_dim") == dim \
+                and r.metric_type in ("recall_at_1", "recall_at_10"):
+            found.setdefault((r.task_name, source), {})[f"{condition[7:]} {r.metric_type}"] = r.metric_value
+    lines = []
+    for (task, source), m in sorted(found.items()):
+        cells = [f"{m.get(f'{c} recall_at_1', float('nan')):5.1f} / {m.get(f'{c} recall_at_10', float('nan')):5.1f}"
+                 for c in ("clean", "hard")]
+        lines.append(f"  {task} ({source}):  clean {cells[0]}   hard {cells[1]}")
+    return lines
+
+
 def main(argv: list[str] | None = None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="checkpoints/wolofmrl-base")
@@ -93,6 +117,12 @@ def main(argv: list[str] | None = None):
         print(f"{dim:>5}  {recall_at_1(speech, text, dim):>7.3f}  {recall_at_1(speech_hard, text, dim):>7.3f}  "
               f"{recall_at_1(wolof_text, text, dim):>12.3f}")
     print(f"(chance = {1 / len(pairs):.3f}; held-out test figures, clean and hard: README.md, docs/results/)")
+    top = max(model.config.matryoshka_dims)
+    recorded = recorded_unseen_results(args.model, top)
+    if recorded:
+        print(f"\nThe headline, sources training never saw (recorded by eval/run.py for this model, read from its "
+              f"model card, not re-measured here; synthetic held-out voices): R@1 / R@10 x 100 at dim {top}")
+        print("\n".join(recorded))
 
 
 if __name__ == "__main__":
