@@ -198,8 +198,10 @@ def markdown(rows: list[dict], info: dict) -> str:
 def model_index(rows: list[dict], tasks: dict, model_name: str) -> str:
     """The model card's `model-index` YAML block (MTEB convention: values x 100; dim in metric args), one result
     per (condition, task, source): the unseen-source conditions first (the headline), then clean / hard, then
-    offline. A condition other than offline is named in the dataset (`WolofMRL <task> (<source>, <condition>)`,
-    config `<condition>/<source>`), so the same task under two conditions stays two results on the Hub."""
+    offline. The dataset config is `[<condition>/]<source>/<task>` (no condition for offline) and the name
+    `WolofMRL <task> (<source>[, <condition>])`: huggingface_hub merges results that share task type, dataset type,
+    config and split (`EvalResult.unique_identifier`), and two tasks of one dataset (speech -> text and text ->
+    speech) or one task under two conditions must stay apart."""
     from huggingface_hub import EvalResult, ModelCardData
 
     order = {c: i for i, c in enumerate(("unseen-clean", "unseen-hard", "clean", "hard", "offline"))}
@@ -216,7 +218,7 @@ def model_index(rows: list[dict], tasks: dict, model_name: str) -> str:
                 task_type=meta.type, task_name=meta.name,
                 dataset_type=HUB_IDS.get(r["source"], meta.dataset["path"]),
                 dataset_name=f"WolofMRL {meta.name} ({r['source']}{'' if offline else ', ' + r['condition']})",
-                dataset_config=r["source"] if offline else f"{r['condition']}/{r['source']}",
+                dataset_config="/".join(([] if offline else [r["condition"]]) + [r["source"], meta.name]),
                 dataset_split=r["split"], dataset_revision=meta.dataset["revision"] if r["source"].startswith(
                     "offline") else None,
                 metric_type=key, metric_name=f"{name} (dim {r['dim']})", metric_value=round(100 * r["metrics"][key], 2),

@@ -158,21 +158,20 @@ def test_run_command_writes_results(tiny_folder, fixture_data, tmp_path):
     write_fixture(hard / "hard", seed=1)
     out = tmp_path / "out"
     run.main(["--model", str(tiny_folder), "--data", str(fixture_data), "--out", str(out), "--dims", "48,8",
-              "--tasks", "FrenchTextToWolof,WolofFrenchText", "--limit", "8", "--no-hub", "--hard", str(hard)])
+              "--tasks", "FrenchTextToWolof,WolofSpeechToFrench,WolofFrenchText", "--limit", "8", "--no-hub", "--hard",
+              str(hard)])
     rows = json.loads((out / "scores.json").read_text())
-    tasks = ("FrenchTextToWolofSpeechRetrieval", "WolofFrenchTextRetrieval")
+    tasks = ("FrenchTextToWolofSpeechRetrieval", "WolofSpeechToFrenchTextRetrieval", "WolofFrenchTextRetrieval")
     assert {(r["condition"], r["task"], r["dim"]) for r in rows} == {
         (c, t, d) for c in ("offline", "clean", "hard") for t in tasks for d in (48, 8)}
     md = (out / "scores.md").read_text()
-    assert "| tiny-wolofmrl0 | offline | FrenchTextToWolofSpeechRetrieval | offline | nDCG@10 |" in md
+    assert f"| {Path(tiny_folder).name} | offline | FrenchTextToWolofSpeechRetrieval | offline | nDCG@10 |" in md
     assert "## Clean vs hard" in md and "| offline R@1 | offline R@10 | clean R@1 | clean R@10 | hard R@1 |" in md
     index = yaml.safe_load((out / "model-index.yaml").read_text())["model-index"][0]["results"]
-    configs = [r["dataset"]["config"] for r in index]  # every condition, offline last, each its own result
-    assert {c.split("/")[0] for c in configs} == {"offline", "clean", "hard"}
-    keys = [(r["task"]["name"], r["dataset"]["config"]) for r in index]
-    assert len(keys) == len(set(keys)) == 6 and configs[-1] == "offline"
-    clean = next(r for r in index if r["dataset"]["config"] == "clean/offline"
-                 and r["task"]["name"] == "WolofFrenchTextRetrieval")
+    configs = [r["dataset"]["config"] for r in index]  # every condition and task its own result, offline last
+    assert sorted(configs) == sorted(f"{c}{t}" for c in ("clean/offline/", "hard/offline/", "offline/") for t in tasks)
+    assert configs[-1].startswith("offline/") and all(len(r["metrics"]) == 2 * 4 for r in index)  # 2 dims x 4
+    clean = next(r for r in index if r["dataset"]["config"] == "clean/offline/WolofFrenchTextRetrieval")
     expected = next(x for x in rows if (x["condition"], x["task"], x["dim"]) == ("clean", "WolofFrenchTextRetrieval", 8))
     value = next(m["value"] for m in clean["metrics"] if m["args"]["embed_dim"] == 8 and m["type"] == "recall_at_1")
     assert value == round(100 * expected["metrics"]["recall_at_1"], 2) and "clean" in clean["dataset"]["name"]

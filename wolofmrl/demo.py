@@ -50,7 +50,7 @@ def recorded_unseen_results(model_dir: str | Path, dim: int) -> list[str]:
 
     found: dict[tuple[str, str], dict[str, float]] = {}
     for r in ModelCard.load(card).data.eval_results or []:
-        condition, _, source = (r.dataset_config or "").partition("/")
+        condition, source = ((r.dataset_config or "").split("/") + ["", ""])[:2]  # eval/run.py: <condition>/<source>/<task>
         if condition.startswith("unseen-") and (r.metric_args or {}).get("embed_dim") == dim \
                 and r.metric_type in ("recall_at_1", "recall_at_10"):
             found.setdefault((r.task_name, source), {})[f"{condition[7:]} {r.metric_type}"] = r.metric_value
