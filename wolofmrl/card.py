@@ -63,7 +63,8 @@ def _training_summary(delta_dir: Path | None) -> str:
                 "recorded).")
     t = json.loads(info.read_text())
     perf = t.get("metrics", {}).get("perf", {})
-    minutes = f"{perf['train_seconds'] / 60:.1f} min" if "train_seconds" in perf else "unknown time"
+    minutes = (f"{perf['train_seconds'] / 60:.1f} min of training in its run" if "train_seconds" in perf
+               else "unknown time")
     base = (delta_dir / "BASE").read_text().strip() if (delta_dir / "BASE").is_file() else None
     return (f"Delta `{delta_dir.name}`, stage `{t.get('stage')}`: {t.get('steps')} steps on "
             f"{perf.get('processes', '?')} × {perf.get('device', 'unknown device')} ({minutes})"
@@ -75,6 +76,19 @@ _ARCH = {"fusion": "Speech (Whisper encoder frames + a small trained adapter) is
                    "(multilingual-e5), which embeds it like a query.",
          "dual": "A dual encoder: speech (Whisper encoder + a trained pooling projection) is mapped into the frozen "
                  "text model's (multilingual-e5) embedding space."}
+
+
+def _loss_summary(delta_dir: Path | None) -> str:
+    """The training losses, from the delta's training.json config (what train/train.py recorded)."""
+    parts = ["symmetric InfoNCE over in-batch negatives summed over the Matryoshka dims"]
+    info = delta_dir / "training.json" if delta_dir is not None else None
+    cfg = json.loads(info.read_text()).get("config", {}) if info is not None and info.is_file() else {}
+    if cfg.get("ctc_weight"):
+        parts.append(f"a CTC reading loss over the text model's own subword vocabulary, weight {cfg['ctc_weight']:g}")
+    if cfg.get("distill") and cfg.get("distill_weight"):
+        parts.append(f"{cfg['distill']} distillation to the transcript's frozen text embedding, weight "
+                     f"{cfg['distill_weight']:g}")
+    return "; ".join(parts)
 
 
 def _lora_note(config) -> str:
@@ -118,21 +132,23 @@ Command line (the `wolofmrl` package): `wolofmrl index DOCS --out INDEX`, `wolof
 ## Intended use
 
 Search French documents by a spoken (or written) Wolof query; French speech and Wolof text embed in the same space.
-Clips up to {config.max_audio_seconds:g} s each. Not a speech recogniser or translator; not for decisions about people.
+Clips of any length (longer than {config.max_audio_seconds:g} s: overlapping windows, pooled). Not a speech recogniser
+or translator; not for decisions about people.
 
 ## Limitations: synthetic speech
 
-**All training audio and all Wolof evaluation audio so far is synthetic** (espeak-ng, MBROLA and Kokoro TTS voices
-reading Wolof and French text), not Wolof speakers. Every score on this card rests on synthetic speech except
-RecordedWordRetrieval (isolated words in seven other languages spoken by people, Debian's `qabcs-data`); nothing
-here measures real Wolof speakers, accents, spontaneous speech or noise beyond the simulated conditions. The text is software-UI and
-reference register (Debian gettext catalogs, MediaWiki messages, the UDHR, a dictionary, proverbs).
+**All training audio and all Wolof evaluation audio so far is synthetic** (espeak-ng and MBROLA voices for training;
+held-out espeak-ng voices and Kokoro, an engine training never heard, for evaluation), not Wolof speakers. Every
+score on this card rests on synthetic speech except RecordedWordRetrieval (isolated words in seven languages,
+French among them, spoken by people: Debian's `qabcs-data`); nothing here measures real Wolof speakers, accents,
+spontaneous speech or noise beyond the simulated conditions. The text is software-UI and reference register
+(Debian gettext catalogs, MediaWiki messages, the UDHR, a dictionary, proverbs).
 
 ## Training
 
 {_training_summary(delta_dir)}
 
-Loss: symmetric InfoNCE over in-batch negatives summed over the Matryoshka dims. Backbones:
+Loss: {_loss_summary(delta_dir)}. Backbones:
 {", ".join(f"`{b}`" for b in data.base_model)} (frozen{_lora_note(config)}).
 """
     return ModelCard.from_template(data, template_str="---\n{{ card_data }}\n---\n" + body).content
