@@ -126,7 +126,8 @@ class WolofMRLConfig(PretrainedConfig):
             raise ValueError(f"speech_lora_alpha must be a number > 0 or None (= the rank), got {speech_lora_alpha!r}")
         if speech_lora_rank and self.speech_config.model_type != "whisper":
             raise ValueError(f"speech_lora_rank={speech_lora_rank} needs a Whisper speech encoder (its q/k/v/out_proj, "
-                             f"fc1, fc2); this speech_config is {self.speech_config.model_type!r}: set speech_lora_rank=0")
+                             f"fc1, fc2); this speech_config is {self.speech_config.model_type!r}: "
+                             "set speech_lora_rank=0")
         layers_there = getattr(self.speech_config, "encoder_layers", 0)
         if speech_lora_rank and speech_lora_layers > layers_there:
             raise ValueError(f"speech_lora_layers={speech_lora_layers} exceeds the speech encoder's {layers_there} "

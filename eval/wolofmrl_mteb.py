@@ -118,8 +118,8 @@ class WolofMRLEmbedder:
         """One clip -> {"array": mono float32, "sampling_rate"}, cut to the model's `max_audio_seconds`."""
         wave, rate = decode_audio(value)
         limit = int(self.processor.max_audio_seconds * rate)
-        wave = trim_silence(wave, rate, max_samples=limit)  # before the cut: a long silent lead-in must not push the
-        # question out
+        # trimmed before the cut: a long silent lead-in must not push the question out
+        wave = trim_silence(wave, rate, max_samples=limit)
         if len(wave) > limit:  # the model takes at most max_audio_seconds; keep the start, as mteb does
             self.n_truncated += 1
             if self.n_truncated == 1:

@@ -172,7 +172,8 @@ def test_run_command_writes_results(tiny_folder, fixture_data, tmp_path):
     assert sorted(configs) == sorted(f"{c}{t}" for c in ("clean/offline/", "hard/offline/", "offline/") for t in tasks)
     assert configs[-1].startswith("offline/") and all(len(r["metrics"]) == 2 * 4 for r in index)  # 2 dims x 4
     clean = next(r for r in index if r["dataset"]["config"] == "clean/offline/WolofFrenchTextRetrieval")
-    expected = next(x for x in rows if (x["condition"], x["task"], x["dim"]) == ("clean", "WolofFrenchTextRetrieval", 8))
+    expected = next(x for x in rows
+                    if (x["condition"], x["task"], x["dim"]) == ("clean", "WolofFrenchTextRetrieval", 8))
     value = next(m["value"] for m in clean["metrics"] if m["args"]["embed_dim"] == 8 and m["type"] == "recall_at_1")
     assert value == round(100 * expected["metrics"]["recall_at_1"], 2) and "clean" in clean["dataset"]["name"]
     assert (out / "score_vs_dim.png").stat().st_size > 0

@@ -299,8 +299,8 @@ def test_silence_around_a_question_is_trimmed(tiny, lead, tail):
 
 
 def test_a_clip_cut_tight_and_the_same_clip_in_silence_give_the_same_input():
-    """The margin around speech is filled to exactly pad_seconds (0.04 s): a question cut tight (no silence after it), with a
-    little or with minutes of silence, becomes the same samples, so every model embeds it the same (the default's
+    """The margin around speech is filled to exactly pad_seconds (0.04 s): a question cut tight (no silence after
+    it), with a little or with minutes of silence, becomes the same samples, so every model embeds it the same (the default's
     LoRA encoder moved to cosine 0.95-0.97 when 0.05-0.1 s of silence followed a question cut tight)."""
     from processing_wolofmrl import trim_silence
 

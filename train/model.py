@@ -62,7 +62,8 @@ def load_init_delta(model, path: str | None) -> dict[str, torch.Tensor]:
 
 def select_trainable(model, cfg: TrainConfig) -> list[str]:
     """Freeze everything but what the stage trains (text: the head, + LoRA adapters with `text_lora`; speech: the
-    adapter, prompt, logit scale, + the speech encoder's LoRA with `speech_lora_rank`), store frozen towers in `frozen_dtype`; returns the trainable parameter names."""
+    adapter, prompt, logit scale, + the speech encoder's LoRA with `speech_lora_rank`), store frozen towers in
+    `frozen_dtype`; returns the trainable parameter names."""
     model.requires_grad_(False)
     if cfg.stage == "text":
         model.text_head.requires_grad_(True)

@@ -50,10 +50,12 @@ def recorded_unseen_results(model_dir: str | Path, dim: int) -> list[str]:
 
     found: dict[tuple[str, str], dict[str, float]] = {}
     for r in ModelCard.load(card).data.eval_results or []:
-        condition, source = ((r.dataset_config or "").split("/") + ["", ""])[:2]  # eval/run.py: <condition>/<source>/<task>
+        # eval/run.py's dataset config: <condition>/<source>/<task>
+        condition, source = ((r.dataset_config or "").split("/") + ["", ""])[:2]
         if condition.startswith("unseen-") and (r.metric_args or {}).get("embed_dim") == dim \
                 and r.metric_type in ("recall_at_1", "recall_at_10"):
-            found.setdefault((r.task_name, source), {})[f"{condition[7:]} {r.metric_type}"] = r.metric_value
+            kind = condition.removeprefix("unseen-")  # clean / hard
+            found.setdefault((r.task_name, source), {})[f"{kind} {r.metric_type}"] = r.metric_value
     lines = []
     for (task, source), m in sorted(found.items()):
         cells = [f"{m.get(f'{c} recall_at_1', float('nan')):5.1f} / {m.get(f'{c} recall_at_10', float('nan')):5.1f}"
