@@ -142,6 +142,19 @@ def test_hard_preset_applies_speed_noise_and_one_channel():
     assert {"reverb", "telephone", "rate"} <= kinds and kinds & {"opus", "mp3-8k", "mp3-16k"}
 
 
+def test_train_noisy_preset_adds_louder_noise_more_often_and_keeps_the_hard_channels_unheard():
+    x, others = voiced(0.5), [voiced(0.5, f0=200)]
+    snrs = {}
+    for preset in ("train", "train-noisy"):
+        tags = [A.degrade(x, np.random.default_rng(s), preset, others)[1] for s in range(200)]
+        snrs[preset] = [float(m) for t in tags for m in re.findall(r"(?:white|pink|babble)([\d.]+)dB", t)]
+        channels = {p for t in tags for p in t.split(",")}
+        assert not channels & {"opus", "mp3-8k", "mp3-16k", "rate8000", "rate22050", "rate44100"}, preset
+    assert 140 <= len(snrs["train-noisy"]) <= 180 and 75 <= len(snrs["train"]) <= 125  # p 0.8 vs p 0.5 of 200
+    assert min(snrs["train-noisy"]) >= 3.0 and max(snrs["train-noisy"]) <= 30.0 and min(snrs["train"]) >= 12.0
+    assert sum(s < 12.0 for s in snrs["train-noisy"]) > 30  # below the train preset's floor, into the hard range
+
+
 def test_degrade_rejects_bad_input():
     with pytest.raises(ValueError, match="preset"):
         A.degrade(voiced(), np.random.default_rng(0), "easy")
